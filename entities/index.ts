@@ -1,0 +1,3 @@
+export { Client } from './client';
+export { Plan } from './plan';
+export { Project } from './project';

@@ -1,0 +1,208 @@
+/**
+ * Every error the library throws on purpose is a `TenancyError` with a stable
+ * `code`. Branch on `code` (or `instanceof`), never on the message text.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await tenants.run(slug, handler);
+ * } catch (error) {
+ *   if (error instanceof TenantNotFoundError) return reply.code(404).send();
+ *   throw error;
+ * }
+ * ```
+ */
+export abstract class TenancyError extends Error {
+  /** Stable, machine-readable identifier of the error kind. */
+  abstract readonly code: TenancyErrorCode;
+  /** The HTTP status an API should answer with when this error reaches it. */
+  abstract readonly statusCode: number;
+
+  constructor(message: string, options?: { readonly cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** All error codes, one per `TenancyError` subclass. `docs/errors.md` lists them. */
+export type TenancyErrorCode =
+  | 'TENANT_CONTEXT_MISSING'
+  | 'TENANT_NOT_FOUND'
+  | 'TENANT_ALREADY_EXISTS'
+  | 'INVALID_TENANT_NAME'
+  | 'TENANT_NOT_ACTIVE'
+  | 'TENANT_PROVISIONING_FAILED'
+  | 'INVALID_ARGUMENT'
+  | 'INVALID_CONFIGURATION'
+  | 'MANAGER_NOT_INITIALIZED'
+  | 'MANAGER_DESTROYED'
+  | 'AMBIGUOUS_MANAGER';
+
+/** A tenant-scoped operation ran with no active tenant (outside `manager.run()`). */
+export class TenantContextMissingError extends TenancyError {
+  override readonly name = 'TenantContextMissingError';
+  readonly code = 'TENANT_CONTEXT_MISSING';
+  readonly statusCode = 400;
+
+  constructor(operation: string) {
+    super(
+      `${operation} needs an active tenant, and none is active. ` +
+        `Call it inside manager.run(slug, fn), or use manager.sharedDataSource for shared data.`,
+    );
+  }
+}
+
+/** The slug names no tenant in the registry. */
+export class TenantNotFoundError extends TenancyError {
+  override readonly name = 'TenantNotFoundError';
+  readonly code = 'TENANT_NOT_FOUND';
+  readonly statusCode = 404;
+
+  constructor(readonly slug: string) {
+    super(`Tenant "${slug}" does not exist. Create it with createTenant("${slug}") or check the slug.`);
+  }
+}
+
+/** A tenant with this slug, or a slug mapping to the same schema name, already exists. */
+export class TenantAlreadyExistsError extends TenancyError {
+  override readonly name = 'TenantAlreadyExistsError';
+  readonly code = 'TENANT_ALREADY_EXISTS';
+  readonly statusCode = 409;
+
+  constructor(
+    readonly slug: string,
+    readonly schemaName: string,
+    readonly existingSlug: string | undefined,
+  ) {
+    super(
+      existingSlug === undefined
+        ? `Tenant "${slug}" cannot be created: schema "${schemaName}" already exists in the database but belongs to no tenant. ` +
+            'Drop or rename that schema, or pick another slug.'
+        : existingSlug !== slug
+          ? `Tenant "${slug}" cannot be created: its schema "${schemaName}" already belongs to tenant "${existingSlug}". Pick another slug.`
+          : `Tenant "${slug}" already exists (schema "${schemaName}"). Use it, or pick another slug.`,
+    );
+  }
+}
+
+/** The input is not a valid tenant slug, or it is reserved. No SQL ran. */
+export class InvalidTenantNameError extends TenancyError {
+  override readonly name = 'InvalidTenantNameError';
+  readonly code = 'INVALID_TENANT_NAME';
+  readonly statusCode = 400;
+
+  constructor(
+    readonly value: unknown,
+    readonly reason: string,
+  ) {
+    super(`Invalid tenant slug ${describeValue(value)}: ${reason}`);
+  }
+}
+
+/** The tenant exists but its status is not `active`, so it is not served. */
+export class TenantNotActiveError extends TenancyError {
+  override readonly name = 'TenantNotActiveError';
+  readonly code = 'TENANT_NOT_ACTIVE';
+  readonly statusCode = 423;
+
+  constructor(
+    readonly slug: string,
+    readonly status: string,
+  ) {
+    super(`Tenant "${slug}" is ${status}, not active, so it is not served. Make it active before running work in it.`);
+  }
+}
+
+/** Creating a tenant failed; nothing of it was kept (schema, tables and registry row rolled back). */
+export class TenantProvisioningError extends TenancyError {
+  override readonly name = 'TenantProvisioningError';
+  readonly code = 'TENANT_PROVISIONING_FAILED';
+  readonly statusCode = 500;
+  /** The PostgreSQL SQLSTATE of the underlying failure, when there was one. */
+  readonly sqlState: string | undefined;
+
+  constructor(
+    readonly slug: string,
+    readonly migration: string | undefined,
+    cause: unknown,
+  ) {
+    const where = migration === undefined ? '' : ` in migration ${migration}`;
+    super(
+      `Creating tenant "${slug}" failed${where}: ${messageOf(cause)}. ` +
+        `Nothing was kept (no schema, no tables, no registry row); fix the cause and call createTenant again.`,
+      { cause },
+    );
+    this.sqlState = sqlStateOf(cause);
+  }
+}
+
+/** An argument other than a slug has the wrong type or value. */
+export class InvalidArgumentError extends TenancyError {
+  override readonly name = 'InvalidArgumentError';
+  readonly code = 'INVALID_ARGUMENT';
+  readonly statusCode = 400;
+}
+
+/** The manager's options or the entities break a rule that tenant isolation depends on. */
+export class TenancyConfigurationError extends TenancyError {
+  override readonly name = 'TenancyConfigurationError';
+  readonly code = 'INVALID_CONFIGURATION';
+  readonly statusCode = 500;
+}
+
+/** A manager method that needs the database ran before `initialize()` finished. */
+export class ManagerNotInitializedError extends TenancyError {
+  override readonly name = 'ManagerNotInitializedError';
+  readonly code = 'MANAGER_NOT_INITIALIZED';
+  readonly statusCode = 503;
+
+  constructor(operation: string) {
+    super(`${operation} cannot run before the TenantDataSourceManager is initialised. Await manager.initialize() first.`);
+  }
+}
+
+/** The manager was used after `destroy()`. */
+export class ManagerDestroyedError extends TenancyError {
+  override readonly name = 'ManagerDestroyedError';
+  readonly code = 'MANAGER_DESTROYED';
+  readonly statusCode = 503;
+
+  constructor(operation: string) {
+    super(`${operation} cannot run: this TenantDataSourceManager was destroyed. Create a new manager.`);
+  }
+}
+
+/** Shared data was asked for outside a run while several managers are live. */
+export class AmbiguousManagerError extends TenancyError {
+  override readonly name = 'AmbiguousManagerError';
+  readonly code = 'AMBIGUOUS_MANAGER';
+  readonly statusCode = 500;
+
+  constructor(operation: string, liveManagers: number) {
+    super(
+      liveManagers === 0
+        ? `${operation} outside a run needs an initialised TenantDataSourceManager, and none is live. Initialise one, or call it inside manager.run().`
+        : `${operation} outside a run cannot tell which of the ${liveManagers} live TenantDataSourceManagers to use. ` +
+          `Use manager.sharedDataSource of the one you mean.`,
+    );
+  }
+}
+
+/** The SQLSTATE of a PostgreSQL error, if `error` is one. */
+export function sqlStateOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function describeValue(value: unknown): string {
+  if (typeof value === 'string') {
+    const shown = value.length > 80 ? `${value.slice(0, 80)}…` : value;
+    return JSON.stringify(shown);
+  }
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'of type array';
+  return `of type ${typeof value}`;
+}

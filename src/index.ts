@@ -1,0 +1,35 @@
+export { TenantScoped, isTenantScoped } from './entity/tenant-scoped';
+export { TenantDataSourceManager } from './manager/tenant-data-source-manager';
+export type { CreateTenantOptions, TenantManagerStats } from './manager/tenant-data-source-manager';
+export {
+  DEFAULT_DESTROY_TIMEOUT_MS,
+  DEFAULT_LOCK_TIMEOUT_MS,
+  DEFAULT_MAX_DATA_SOURCES,
+  DEFAULT_REGISTRY_TABLE,
+  DEFAULT_SHARED_SCHEMA,
+  DEFAULT_TENANT_RECORD_TTL_MS,
+} from './manager/manager-options';
+export type { TenantDataSourceManagerOptions } from './manager/manager-options';
+export { DEFAULT_POOL_OPTIONS, DEFAULT_POOL_SIZE } from './data-source/shared-pool';
+export type { TenantConnectionOptions, TenantPoolOptions } from './data-source/shared-pool';
+export { tenantContext, TenantContext } from './context/tenant-context';
+export { TENANT_STATUSES } from './registry/tenant-record';
+export type { TenantRecord, TenantStatus } from './registry/tenant-record';
+export { SLUG_RULE, LIBRARY_SCHEMA_PREFIX, schemaNameForSlug, validateTenantSlug } from './naming/tenant-slug';
+export type { ReservedNames } from './naming/tenant-slug';
+export { quoteIdent } from './naming/quote-ident';
+export {
+  TenancyError,
+  TenantContextMissingError,
+  TenantNotFoundError,
+  TenantAlreadyExistsError,
+  InvalidTenantNameError,
+  TenantNotActiveError,
+  TenantProvisioningError,
+  InvalidArgumentError,
+  TenancyConfigurationError,
+  ManagerNotInitializedError,
+  ManagerDestroyedError,
+  AmbiguousManagerError,
+} from './errors';
+export type { TenancyErrorCode } from './errors';

@@ -1,0 +1,602 @@
+import type { Pool } from 'pg';
+import { DataSource, type QueryRunner } from 'typeorm';
+import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
+import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner } from '../context/tenant-context';
+import { LeaseCache, type Lease } from '../data-source/lease-cache';
+import { createPgDriverFacade, type PgDriverFacade } from '../data-source/pool-facade';
+import {
+  DEFAULT_POOL_OPTIONS,
+  createSharedPool,
+  serverKeyOf,
+  type TenantConnectionOptions,
+  type TenantPoolOptions,
+} from '../data-source/shared-pool';
+import { partitionEntities, pinSharedEntities, releaseSharedSchema, type EntityPartition } from '../entity/entity-partition';
+import {
+  InvalidArgumentError,
+  ManagerDestroyedError,
+  ManagerNotInitializedError,
+  TenancyConfigurationError,
+  TenancyError,
+  TenantAlreadyExistsError,
+  TenantNotActiveError,
+  TenantNotFoundError,
+  TenantProvisioningError,
+  sqlStateOf,
+} from '../errors';
+import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
+import { validatePlainIdentifier } from '../naming/plain-identifier';
+import { quoteIdent } from '../naming/quote-ident';
+import { validateTenantSlug, type ReservedNames } from '../naming/tenant-slug';
+import type { TenantRecord } from '../registry/tenant-record';
+import { TenantRegistry, type SqlRunner } from '../registry/tenant-registry';
+import {
+  DEFAULT_DESTROY_TIMEOUT_MS,
+  DEFAULT_LOCK_TIMEOUT_MS,
+  DEFAULT_MAX_DATA_SOURCES,
+  DEFAULT_REGISTRY_TABLE,
+  DEFAULT_SHARED_SCHEMA,
+  DEFAULT_TENANT_RECORD_TTL_MS,
+  type TenantDataSourceManagerOptions,
+} from './manager-options';
+
+/** What `createTenant` takes besides the slug. */
+export interface CreateTenantOptions {
+  /** Display name. Default: the slug. */
+  readonly name?: string;
+}
+
+/** Counters and gauges of a manager, for dashboards and tests. */
+export interface TenantManagerStats {
+  /** Tenant DataSources cached now (never more than `maxDataSources`). */
+  readonly cachedDataSources: number;
+  /** Tenant lookups served from the cache. */
+  readonly hits: number;
+  /** Tenant lookups that built a DataSource. */
+  readonly misses: number;
+  /** DataSources evicted to keep the bound. */
+  readonly evictions: number;
+  /** Evicted DataSources still held by a run, closed when it ends. */
+  readonly pendingDisposal: number;
+  /** Runs in progress. */
+  readonly activeRuns: number;
+  /** The shared pool(s): connections open, idle, and callers waiting for one. */
+  readonly pool: { readonly total: number; readonly idle: number; readonly waiting: number; readonly max: number };
+}
+
+interface ResolvedOptions {
+  readonly connection: TenantConnectionOptions;
+  readonly entities: readonly Function[];
+  readonly tenantMigrations: readonly Function[];
+  readonly sharedMigrations: readonly Function[];
+  readonly sharedSchema: string;
+  readonly maxDataSources: number;
+  readonly registryTable: string;
+  readonly querySearchPath: readonly string[];
+  readonly tenantRecordTtlMs: number;
+  readonly destroyTimeoutMs: number;
+  readonly lockTimeoutMs: number;
+  readonly pool: Required<TenantPoolOptions>;
+  readonly onPoolError: (error: Error) => void;
+}
+
+interface CachedTenant {
+  readonly dataSource: DataSource;
+  record: TenantRecord;
+  checkedAt: number;
+}
+
+/** What TypeORM's driver learns with three queries at connect time; the same for every tenant. */
+interface DriverFacts {
+  readonly version: string | undefined;
+  readonly database: string | undefined;
+  readonly searchSchema: string | undefined;
+}
+
+type ManagerState = 'new' | 'ready' | 'destroying' | 'destroyed';
+
+/**
+ * Schema-per-tenant multi-tenancy over TypeORM: keeps the tenant registry,
+ * creates and drops tenants, and caches one DataSource per tenant schema, all
+ * sharing ONE `pg.Pool` per database server, so connections used never exceed
+ * the pool size whatever the tenant count. TypeORM writes the tenant schema
+ * into every statement (`"acme"."client"`); no session state is ever set on a
+ * pooled connection.
+ *
+ * @example
+ * ```ts
+ * const tenants = new TenantDataSourceManager({
+ *   dataSource: { type: 'postgres', url: process.env.DATABASE_URL, poolSize: 10 },
+ *   entities: [Client, Plan],
+ *   tenantMigrations: [CreateClient1700000000001],
+ *   sharedMigrations: [CreatePlan1700000000000],
+ * });
+ * await tenants.initialize();
+ * await tenants.createTenant('acme', { name: 'Acme Corp' });
+ * const clients = await tenants.run('acme', () => tenantContext.getRepository(Client).find());
+ * await tenants.destroy();
+ * ```
+ */
+export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
+  readonly #options: ResolvedOptions;
+  readonly #registry: TenantRegistry;
+  readonly #cache: LeaseCache<CachedTenant>;
+  readonly #pools = new Map<string, Pool>();
+  #state: ManagerState = 'new';
+  #init: Promise<void> | undefined;
+  #destroy: Promise<void> | undefined;
+  #partition: EntityPartition | undefined;
+  #facade: PgDriverFacade | undefined;
+  #shared: DataSource | undefined;
+  #driverFacts: DriverFacts | undefined;
+  #reserved: ReservedNames;
+  #pinned = false;
+  #activeRuns = 0;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(options: TenantDataSourceManagerOptions) {
+    this.#options = resolveOptions(options);
+    this.#reserved = { sharedSchema: this.#options.sharedSchema };
+    this.#registry = new TenantRegistry(this.#options.sharedSchema, this.#options.registryTable);
+    this.#cache = new LeaseCache<CachedTenant>({
+      max: this.#options.maxDataSources,
+      create: (slug) => this.#openTenant(slug),
+      dispose: async ({ dataSource }) => {
+        if (dataSource.isInitialized) await dataSource.destroy();
+      },
+      onDisposeError: (error, slug) =>
+        this.#options.onPoolError(new Error(`Closing the DataSource of tenant "${slug}" failed: ${String(error)}`, { cause: error })),
+    });
+  }
+
+  /**
+   * Connects, creates the shared schema and the registry table if missing, and
+   * runs the shared migrations, under an advisory lock so that several
+   * processes may start at once. Checks the entities first and refuses, with
+   * `TenancyConfigurationError`, what would break isolation. Calling it again
+   * returns the same promise; after a failure the next call retries.
+   */
+  initialize(): Promise<void> {
+    if (this.#state === 'destroying' || this.#state === 'destroyed') {
+      return Promise.reject(new ManagerDestroyedError('initialize()'));
+    }
+    this.#init ??= this.#start().catch(async (error: unknown) => {
+      this.#init = undefined;
+      await this.#teardown();
+      throw error;
+    });
+    return this.#init;
+  }
+
+  /**
+   * The DataSource of the shared schema: shared entities, the registry.
+   *
+   * @throws ManagerNotInitializedError before `initialize()`.
+   */
+  get sharedDataSource(): DataSource {
+    this.#assertReady('sharedDataSource');
+    return this.#shared!;
+  }
+
+  /**
+   * Creates a tenant: validates the slug, then in ONE transaction creates its
+   * schema, runs the tenant migrations inside it (the migrations table lives
+   * in that schema) and inserts its registry row. On any failure nothing is
+   * kept. Concurrent calls for one slug: one succeeds, the others get
+   * `TenantAlreadyExistsError`.
+   *
+   * @throws InvalidTenantNameError for a bad or reserved slug (no SQL runs).
+   * @throws TenantAlreadyExistsError when the slug, or its schema name, is taken.
+   * @throws TenantProvisioningError when a migration fails (naming it).
+   * @example
+   * ```ts
+   * const acme = await tenants.createTenant('acme', { name: 'Acme Corp' });
+   * acme.schemaName; // 'acme'
+   * ```
+   */
+  async createTenant(slug: string, options: CreateTenantOptions = {}): Promise<TenantRecord> {
+    this.#assertReady('createTenant()');
+    const schemaName = validateTenantSlug(slug, this.#reserved);
+    const name = options.name ?? slug;
+    if (typeof name !== 'string' || name.length === 0 || name.length > 500) {
+      throw new InvalidArgumentError(`The tenant name must be a string of 1 to 500 characters; got ${JSON.stringify(name)}.`);
+    }
+    const dataSource = await this.#buildTenantDataSource(schemaName);
+    try {
+      return await this.#inLockedTransaction(dataSource, `schema:${schemaName}`, async (runner) => {
+        const existing = await this.#registry.findConflict(runner, slug, schemaName);
+        if (existing !== undefined) throw new TenantAlreadyExistsError(slug, schemaName, existing.slug);
+        try {
+          await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
+        } catch (error) {
+          if (sqlStateOf(error) === '42P06') throw new TenantAlreadyExistsError(slug, schemaName, undefined);
+          throw error;
+        }
+        await applyPendingMigrations(dataSource, runner, [schemaName, this.#options.sharedSchema]);
+        return this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
+      });
+    } catch (error) {
+      if (error instanceof TenancyError) throw error;
+      if (error instanceof MigrationFailure) throw new TenantProvisioningError(slug, error.migration, error.cause);
+      throw new TenantProvisioningError(slug, undefined, error);
+    } finally {
+      await dataSource.destroy();
+    }
+  }
+
+  /**
+   * Drops a tenant: its schema (with every table) and its registry row, in
+   * one transaction, and closes its cached DataSource once no run holds it.
+   * Later `run()` for it gets `TenantNotFoundError`.
+   *
+   * @throws TenantNotFoundError when no such tenant exists.
+   */
+  async dropTenant(slug: string): Promise<void> {
+    this.#assertReady('dropTenant()');
+    const schemaName = validateTenantSlug(slug, this.#reserved);
+    await this.#inLockedTransaction(this.#shared!, `schema:${schemaName}`, async (runner) => {
+      const tenant = await this.#registry.find(runner, slug);
+      if (tenant === undefined) throw new TenantNotFoundError(slug);
+      await runner.query(`DROP SCHEMA IF EXISTS ${quoteIdent(tenant.schemaName)} CASCADE`);
+      await this.#registry.delete(runner, slug);
+    });
+    this.#cache.evict(slug);
+  }
+
+  /**
+   * The tenant's registry record, or `undefined` when there is none.
+   *
+   * @throws InvalidTenantNameError for a bad slug (no SQL runs).
+   */
+  async getTenant(slug: string): Promise<TenantRecord | undefined> {
+    this.#assertReady('getTenant()');
+    validateTenantSlug(slug, this.#reserved);
+    return this.#registry.find(this.#shared!, slug);
+  }
+
+  /** Every tenant's registry record, ordered by slug. */
+  async listTenants(): Promise<TenantRecord[]> {
+    this.#assertReady('listTenants()');
+    return this.#registry.list(this.#shared!);
+  }
+
+  /**
+   * The cached DataSource bound to the tenant's schema, built on first use.
+   * It is not held: a later eviction may close it. For work that must not be
+   * interrupted, use `run()`, which holds the DataSource until the work ends.
+   *
+   * @throws TenantNotFoundError for an unknown tenant; TenantNotActiveError when it is not active.
+   */
+  async getDataSource(slug: string): Promise<DataSource> {
+    const lease = await this.#lease(slug, 'getDataSource()');
+    lease.release();
+    return lease.value.dataSource;
+  }
+
+  /**
+   * Runs `fn` with the tenant active and returns its result. Inside `fn`, and
+   * in everything it starts (promises, timers, event handlers),
+   * `tenantContext` serves this tenant; nested runs switch to the inner tenant
+   * and restore the outer one after. The tenant's DataSource is held until
+   * the promise returned by `fn` settles, so eviction cannot close it midway.
+   *
+   * @throws TenantNotFoundError (before `fn` runs) for an unknown tenant.
+   * @throws TenantNotActiveError when the tenant is not active.
+   * @example
+   * ```ts
+   * const clients = await tenants.run('acme', () => tenantContext.getRepository(Client).find());
+   * ```
+   */
+  async run<T>(slug: string, fn: () => T | Promise<T>): Promise<T> {
+    const lease = await this.#lease(slug, 'run()');
+    const { dataSource, record } = lease.value;
+    this.#activeRuns += 1;
+    try {
+      return await runStorage.run({ owner: this, tenant: record, dataSource }, fn);
+    } finally {
+      lease.release();
+      this.#activeRuns -= 1;
+      if (this.#activeRuns === 0) this.#wakeIdleWaiters();
+    }
+  }
+
+  /** Cache counters and the shared pool's gauges. */
+  stats(): TenantManagerStats {
+    const cache = this.#cache.stats();
+    let total = 0;
+    let idle = 0;
+    let waiting = 0;
+    for (const pool of this.#pools.values()) {
+      total += pool.totalCount;
+      idle += pool.idleCount;
+      waiting += pool.waitingCount;
+    }
+    return {
+      cachedDataSources: cache.size,
+      hits: cache.hits,
+      misses: cache.misses,
+      evictions: cache.evictions,
+      pendingDisposal: cache.pendingDisposal,
+      activeRuns: this.#activeRuns,
+      pool: { total, idle, waiting, max: this.#options.connection.poolSize ?? 10 },
+    };
+  }
+
+  /** @internal The search_path of `tenantContext.query()`: the tenant schema, then the configured extras. */
+  querySearchPath(schemaName: string): readonly string[] {
+    return [schemaName, ...this.#options.querySearchPath];
+  }
+
+  /**
+   * Stops serving, waits for active runs (up to `destroyTimeoutMs`), closes
+   * every cached DataSource, the shared DataSource and the pool. Safe to call
+   * twice; any other method afterwards throws `ManagerDestroyedError`.
+   */
+  destroy(): Promise<void> {
+    this.#destroy ??= this.#shutdown();
+    return this.#destroy;
+  }
+
+  /** Same as `destroy()`, for `await using tenants = new TenantDataSourceManager(...)`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.destroy();
+  }
+
+  async #start(): Promise<void> {
+    const options = this.#options;
+    this.#partition = partitionEntities(options.entities);
+    pinSharedEntities(this.#partition.sharedEntities, options.sharedSchema);
+    this.#pinned = true;
+
+    const pool = createSharedPool(options.connection, options.pool);
+    pool.on('error', (error) => options.onPoolError(error));
+    this.#pools.set(serverKeyOf(options.connection), pool);
+    this.#facade = createPgDriverFacade(pool);
+
+    const shared = new DataSource({
+      ...options.connection,
+      schema: options.sharedSchema,
+      entities: [...this.#partition.sharedEntities],
+      migrations: [...options.sharedMigrations],
+      driver: this.#facade,
+    });
+    await shared.initialize();
+    this.#shared = shared;
+    const driver = shared.driver as PostgresDriver;
+    this.#driverFacts = { version: driver.version, database: driver.database, searchSchema: driver.searchSchema };
+
+    const [{ role }] = (await shared.query('SELECT current_user AS role')) as Array<{ role: string }>;
+    this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role };
+
+    await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
+      await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
+      await this.#registry.ensureTable(runner);
+      await applyPendingMigrations(shared, runner, [options.sharedSchema]);
+    });
+    this.#state = 'ready';
+    registerLiveOwner(this);
+  }
+
+  async #shutdown(): Promise<void> {
+    const wasReady = this.#state === 'ready';
+    this.#state = 'destroying';
+    unregisterLiveOwner(this);
+    if (!wasReady) await this.#init?.catch(() => undefined); // a failed start tears itself down
+    await this.#waitForRuns(this.#options.destroyTimeoutMs);
+    await this.#teardown();
+    this.#state = 'destroyed';
+  }
+
+  async #teardown(): Promise<void> {
+    await this.#cache.clear();
+    if (this.#shared?.isInitialized) await this.#shared.destroy();
+    this.#shared = undefined;
+    const pools = [...this.#pools.values()];
+    this.#pools.clear();
+    await Promise.all(pools.map((pool) => pool.end()));
+    if (this.#pinned) {
+      this.#pinned = false;
+      releaseSharedSchema();
+    }
+  }
+
+  #waitForRuns(timeoutMs: number): Promise<void> {
+    if (this.#activeRuns === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      timer.unref();
+      this.#idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  #wakeIdleWaiters(): void {
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  #assertReady(operation: string): void {
+    switch (this.#state) {
+      case 'ready':
+        return;
+      case 'new':
+        throw new ManagerNotInitializedError(operation);
+      case 'destroying':
+      case 'destroyed':
+        throw new ManagerDestroyedError(operation);
+      default:
+        throw new Error(`Unexpected manager state "${this.#state satisfies never}"`);
+    }
+  }
+
+  /** Leases the tenant's cached DataSource after checking that it is served. */
+  async #lease(slug: string, operation: string): Promise<Lease<CachedTenant>> {
+    this.#assertReady(operation);
+    validateTenantSlug(slug, this.#reserved);
+    const lease = await this.#cache.lease(slug);
+    try {
+      const cached = lease.value;
+      const now = Date.now();
+      if (now - cached.checkedAt > this.#options.tenantRecordTtlMs) {
+        const record = await this.#registry.find(this.#shared!, slug);
+        if (record === undefined) {
+          this.#cache.evict(slug);
+          throw new TenantNotFoundError(slug);
+        }
+        cached.record = record;
+        cached.checkedAt = now;
+      }
+      if (cached.record.status !== 'active') {
+        this.#cache.evict(slug);
+        throw new TenantNotActiveError(slug, cached.record.status);
+      }
+      return lease;
+    } catch (error) {
+      lease.release();
+      throw error;
+    }
+  }
+
+  /** Cache miss: read the registry, then build the tenant's DataSource. */
+  async #openTenant(slug: string): Promise<CachedTenant> {
+    const record = await this.#registry.find(this.#shared!, slug);
+    if (record === undefined) throw new TenantNotFoundError(slug);
+    if (record.status !== 'active') throw new TenantNotActiveError(slug, record.status);
+    const dataSource = await this.#buildTenantDataSource(record.schemaName);
+    return { dataSource, record, checkedAt: Date.now() };
+  }
+
+  /**
+   * A DataSource bound to `schemaName` over the shared pool. Skips TypeORM's
+   * three connect-time lookups (version, database, current schema), answered
+   * once by the shared DataSource, and installs no extensions (they live in
+   * the shared schema, installed once).
+   */
+  async #buildTenantDataSource(schemaName: string): Promise<DataSource> {
+    const dataSource = new DataSource({
+      ...this.#options.connection,
+      schema: schemaName,
+      entities: [...this.#partition!.tenantEntities, ...this.#partition!.sharedEntities],
+      migrations: [...this.#options.tenantMigrations],
+      driver: this.#facade,
+      installExtensions: false,
+      synchronize: false,
+      dropSchema: false,
+      migrationsRun: false,
+    });
+    const driver = dataSource.driver as PostgresDriver;
+    const facts = this.#driverFacts!;
+    driver.version = facts.version;
+    driver.database = facts.database;
+    driver.searchSchema = facts.searchSchema;
+    await dataSource.initialize();
+    return dataSource;
+  }
+
+  /**
+   * Runs `work` in a transaction on `dataSource`, after taking a
+   * transaction-level advisory lock on `lockName` (so it also works behind a
+   * transaction pooler) with `lock_timeout` bounding every wait.
+   */
+  async #inLockedTransaction<T>(
+    dataSource: DataSource,
+    lockName: string,
+    work: (runner: QueryRunner & SqlRunner) => Promise<T>,
+  ): Promise<T> {
+    const runner = dataSource.createQueryRunner();
+    try {
+      await runner.startTransaction();
+      try {
+        await runner.query(`SET LOCAL lock_timeout = ${Math.max(0, Math.floor(this.#options.lockTimeoutMs))}`);
+        await runner.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`typeorm-tenants:${lockName}`]);
+        const result = await work(runner);
+        await runner.commitTransaction();
+        return result;
+      } catch (error) {
+        // The original error is what the caller needs. A rollback that fails
+        // means the connection is broken, and PostgreSQL discards the open
+        // transaction with it; releasing the runner drops the connection.
+        if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
+        throw error;
+      }
+    } finally {
+      await runner.release();
+    }
+  }
+}
+
+function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new TenancyConfigurationError('TenantDataSourceManager needs an options object with "dataSource" and "entities".');
+  }
+  const connection = options.dataSource as TenantConnectionOptions & Record<string, unknown>;
+  if (connection === null || typeof connection !== 'object' || connection.type !== 'postgres') {
+    throw new TenancyConfigurationError('Option "dataSource" must be TypeORM postgres options, with type: "postgres".');
+  }
+  for (const key of ['entities', 'migrations', 'schema', 'driver', 'replication'] as const) {
+    if (connection[key] !== undefined) {
+      throw new TenancyConfigurationError(
+        `Option "dataSource.${key}" is set by the manager and must not be given: ` +
+          (key === 'entities'
+            ? 'pass entities as the "entities" option.'
+            : key === 'migrations'
+              ? 'pass "tenantMigrations" and "sharedMigrations".'
+              : key === 'schema'
+                ? 'tenant schemas come from the slugs; the shared schema is the "sharedSchema" option.'
+                : key === 'driver'
+                  ? 'every DataSource uses the manager\'s shared pool.'
+                  : 'read replicas are not supported yet.'),
+      );
+    }
+  }
+  for (const key of ['synchronize', 'dropSchema', 'migrationsRun'] as const) {
+    if (connection[key]) {
+      throw new TenancyConfigurationError(
+        `Option "dataSource.${key}" is refused: on a tenant DataSource it would change or drop one tenant's schema outside migrations. ` +
+          'Change schemas with tenantMigrations and sharedMigrations.',
+      );
+    }
+  }
+  if (!Array.isArray(options.entities) || options.entities.length === 0) {
+    throw new TenancyConfigurationError('Option "entities" must list the entity classes, tenant-scoped and shared.');
+  }
+  const sharedSchema = validatePlainIdentifier(options.sharedSchema ?? DEFAULT_SHARED_SCHEMA, 'sharedSchema');
+  const registryTable = validatePlainIdentifier(options.registryTable ?? DEFAULT_REGISTRY_TABLE, 'registryTable');
+  const querySearchPath = (options.querySearchPath ?? []).map((s, i) => validatePlainIdentifier(s, `querySearchPath[${i}]`));
+  const maxDataSources = positiveInteger(options.maxDataSources ?? DEFAULT_MAX_DATA_SOURCES, 'maxDataSources');
+  const pool = { ...DEFAULT_POOL_OPTIONS, ...(options.pool ?? {}) };
+  return Object.freeze({
+    connection: Object.freeze({ ...connection }) as TenantConnectionOptions,
+    entities: Object.freeze([...options.entities]),
+    tenantMigrations: Object.freeze([...(options.tenantMigrations ?? [])]),
+    sharedMigrations: Object.freeze([...(options.sharedMigrations ?? [])]),
+    sharedSchema,
+    maxDataSources,
+    registryTable,
+    querySearchPath: Object.freeze(querySearchPath),
+    tenantRecordTtlMs: nonNegative(options.tenantRecordTtlMs ?? DEFAULT_TENANT_RECORD_TTL_MS, 'tenantRecordTtlMs'),
+    destroyTimeoutMs: nonNegative(options.destroyTimeoutMs ?? DEFAULT_DESTROY_TIMEOUT_MS, 'destroyTimeoutMs'),
+    lockTimeoutMs: nonNegative(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs'),
+    pool: Object.freeze(pool),
+    onPoolError:
+      options.onPoolError ??
+      ((error: Error) => process.emitWarning(`typeorm-tenants: a pooled connection failed: ${error.message}`, 'TenancyPoolWarning')),
+  });
+}
+
+function positiveInteger(value: unknown, option: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new TenancyConfigurationError(`Option "${option}" must be a positive integer; got ${String(value)}.`);
+  }
+  return value;
+}
+
+function nonNegative(value: unknown, option: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new TenancyConfigurationError(`Option "${option}" must be a number of milliseconds, 0 or more; got ${String(value)}.`);
+  }
+  return value;
+}

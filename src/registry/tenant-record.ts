@@ -1,0 +1,23 @@
+/** Where a tenant is in its life. Only `active` tenants are served. */
+export type TenantStatus = 'provisioning' | 'active' | 'suspended' | 'archived' | 'dropping';
+
+/** All statuses, in lifecycle order. */
+export const TENANT_STATUSES: readonly TenantStatus[] = Object.freeze([
+  'provisioning',
+  'active',
+  'suspended',
+  'archived',
+  'dropping',
+]);
+
+/** One row of the tenant registry. */
+export interface TenantRecord {
+  /** The tenant's public identifier, as used in URLs and `run(slug, fn)`. */
+  readonly slug: string;
+  /** The PostgreSQL schema holding the tenant's tables (the slug with `-` turned into `_`). */
+  readonly schemaName: string;
+  /** Display name; the slug when none was given. */
+  readonly name: string;
+  readonly status: TenantStatus;
+  readonly createdAt: Date;
+}

@@ -1,0 +1,85 @@
+import { quoteIdent } from '../naming/quote-ident';
+import { TENANT_STATUSES, type TenantRecord, type TenantStatus } from './tenant-record';
+
+/** Something that runs SQL with parameters and returns rows: a DataSource, EntityManager or QueryRunner. */
+export interface SqlRunner {
+  query(sql: string, parameters?: unknown[]): Promise<any>;
+}
+
+interface TenantRow {
+  slug: string;
+  schema_name: string;
+  name: string;
+  status: TenantStatus;
+  created_at: Date;
+}
+
+const COLUMNS = 'slug, schema_name, name, status, created_at';
+
+/**
+ * The tenant registry: one table in the shared schema (default
+ * `"public"."tenants"`) with a row per tenant. All SQL is parameterised and
+ * every identifier quoted.
+ */
+export class TenantRegistry {
+  readonly #table: string;
+
+  constructor(sharedSchema: string, tableName: string) {
+    this.#table = `${quoteIdent(sharedSchema)}.${quoteIdent(tableName)}`;
+  }
+
+  /** Creates the registry table if it is missing. Run it under the initialisation lock. */
+  async ensureTable(sql: SqlRunner): Promise<void> {
+    const statuses = TENANT_STATUSES.map((s) => `'${s}'`).join(', ');
+    await sql.query(
+      `CREATE TABLE IF NOT EXISTS ${this.#table} (
+        slug text PRIMARY KEY,
+        schema_name text NOT NULL UNIQUE,
+        name text NOT NULL,
+        status text NOT NULL DEFAULT 'active' CHECK (status IN (${statuses})),
+        created_at timestamptz NOT NULL DEFAULT now()
+      )`,
+    );
+  }
+
+  async find(sql: SqlRunner, slug: string): Promise<TenantRecord | undefined> {
+    const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} WHERE slug = $1`, [slug]);
+    return rows.length === 0 ? undefined : toRecord(rows[0]!);
+  }
+
+  /** The tenant holding `slug` or `schemaName`, if any (two slugs can map to one schema name). */
+  async findConflict(sql: SqlRunner, slug: string, schemaName: string): Promise<TenantRecord | undefined> {
+    const rows: TenantRow[] = await sql.query(
+      `SELECT ${COLUMNS} FROM ${this.#table} WHERE slug = $1 OR schema_name = $2 LIMIT 1`,
+      [slug, schemaName],
+    );
+    return rows.length === 0 ? undefined : toRecord(rows[0]!);
+  }
+
+  async list(sql: SqlRunner): Promise<TenantRecord[]> {
+    const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} ORDER BY slug`);
+    return rows.map(toRecord);
+  }
+
+  async insert(sql: SqlRunner, tenant: Omit<TenantRecord, 'createdAt'>): Promise<TenantRecord> {
+    const rows: TenantRow[] = await sql.query(
+      `INSERT INTO ${this.#table} (slug, schema_name, name, status) VALUES ($1, $2, $3, $4) RETURNING ${COLUMNS}`,
+      [tenant.slug, tenant.schemaName, tenant.name, tenant.status],
+    );
+    return toRecord(rows[0]!);
+  }
+
+  async delete(sql: SqlRunner, slug: string): Promise<void> {
+    await sql.query(`DELETE FROM ${this.#table} WHERE slug = $1`, [slug]);
+  }
+}
+
+function toRecord(row: TenantRow): TenantRecord {
+  return Object.freeze({
+    slug: row.slug,
+    schemaName: row.schema_name,
+    name: row.name,
+    status: row.status,
+    createdAt: row.created_at,
+  });
+}
