@@ -1,0 +1,71 @@
+import { expect } from 'chai';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as library from '../src';
+import {
+  AmbiguousManagerError,
+  InvalidArgumentError,
+  InvalidTenantNameError,
+  ManagerDestroyedError,
+  ManagerNotInitializedError,
+  TenancyConfigurationError,
+  TenancyError,
+  TenantAlreadyExistsError,
+  TenantContextMissingError,
+  TenantNotActiveError,
+  TenantNotFoundError,
+  TenantProvisioningError,
+} from '../src';
+
+const samples: TenancyError[] = [
+  new TenantContextMissingError('tenantContext.getManager()'),
+  new TenantNotFoundError('acme'),
+  new TenantAlreadyExistsError('acme', 'acme', 'acme'),
+  new InvalidTenantNameError('Acme', 'a slug is ...'),
+  new TenantNotActiveError('acme', 'suspended'),
+  new TenantProvisioningError('acme', 'CreateClient1700000000001', Object.assign(new Error('boom'), { code: '42P01' })),
+  new InvalidArgumentError('The tenant name must be a string of 1 to 500 characters; got 42.'),
+  new TenancyConfigurationError('Option "maxDataSources" must be a positive integer; got 0.'),
+  new ManagerNotInitializedError('run()'),
+  new ManagerDestroyedError('run()'),
+  new AmbiguousManagerError('tenantContext.getRepository(Plan)', 2),
+];
+
+describe('errors', () => {
+  const table = readFileSync(join(__dirname, '..', '..', 'docs', 'errors.md'), 'utf8');
+  const documented = [...table.matchAll(/^\| `([A-Z_]+)` \| `(\w+)` \| (\d{3}) \|/gm)].map((m) => ({
+    code: m[1],
+    className: m[2],
+    status: Number(m[3]),
+  }));
+
+  it('every exported TenancyError subclass has a sample here (so the docs check covers it)', () => {
+    const exported = (Object.values(library) as unknown[]).filter(
+      (value): value is Function => typeof value === 'function' && value.prototype instanceof TenancyError,
+    );
+    expect(exported.map((c) => c.name).sort()).to.deep.equal(samples.map((s) => s.constructor.name).sort());
+  });
+
+  it('docs/errors.md lists exactly the codes, classes and HTTP statuses of the code', () => {
+    const actual = samples.map((s) => ({ code: s.code, className: s.name, status: s.statusCode }));
+    expect(documented).to.have.deep.members(actual);
+    expect(documented).to.have.length(actual.length);
+  });
+
+  it('errors have a literal name, a unique code, and say what to do', () => {
+    expect(new Set(samples.map((s) => s.code)).size).to.equal(samples.length);
+    for (const error of samples) {
+      expect(error).to.be.instanceOf(Error);
+      expect(error.name).to.equal(error.constructor.name);
+      expect(error.message.length, error.name).to.be.greaterThan(20);
+    }
+  });
+
+  it('TenantProvisioningError keeps the cause and its SQLSTATE', () => {
+    const cause = Object.assign(new Error('relation "x" does not exist'), { code: '42P01' });
+    const error = new TenantProvisioningError('acme', 'Step1700000000000', cause);
+    expect(error.cause).to.equal(cause);
+    expect(error.sqlState).to.equal('42P01');
+    expect(error.message).to.include('Step1700000000000').and.include('relation "x" does not exist');
+  });
+});
