@@ -60,7 +60,14 @@ export async function destroyOpenManagers(): Promise<void> {
  * manager's), for assertions on the catalog and pg_stat_activity.
  */
 export async function adminQuery<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
-  admin ??= new Pool({ connectionString: databaseUrl(), max: 2, application_name: 'typeorm-tenants-test-admin' });
+  if (admin === undefined) {
+    admin = new Pool({ connectionString: databaseUrl(), max: 2, application_name: 'typeorm-tenants-test-admin' });
+    // pool.end() resolves before the sockets close, so the server stopping at
+    // the end of the run can still reach an idle admin connection (57P01).
+    admin.on('error', (error: Error & { code?: string }) => {
+      if (error.code !== '57P01') console.error('Test admin pool error:', error);
+    });
+  }
   const result = await admin.query(sql, params);
   return result.rows as T[];
 }
