@@ -79,6 +79,9 @@ export class TenantContext {
     if (isTenantScoped(target)) throw new TenantContextMissingError(label);
     if (liveOwners.size !== 1) throw new AmbiguousManagerError(label, liveOwners.size);
     const [owner] = liveOwners;
+    // A target given by name (or schema object) is only served when it names a
+    // shared entity; a tenant entity's name outside a run fails closed.
+    if (!owner!.sharedDataSource.hasMetadata(target)) throw new TenantContextMissingError(label);
     return owner!.sharedDataSource.getRepository(target);
   }
 
