@@ -76,5 +76,41 @@ export function createSharedPool(options: TenantConnectionOptions, poolOptions: 
     ...(poolOptions.statementTimeoutMillis > 0 ? { statement_timeout: poolOptions.statementTimeoutMillis } : {}),
     ...(options.extra ?? {}),
   };
-  return new Pool(config);
+  const pool = new Pool(config);
+  trackClients(pool);
+  return pool;
+}
+
+const openClients = new WeakMap<Pool, Set<unknown>>();
+
+/** Starts counting the pool's open connections, so that `closeSharedPool` can wait for the last. */
+export function trackClients(pool: Pool): void {
+  const clients = new Set<unknown>();
+  openClients.set(pool, clients);
+  pool.on('connect', (client) => clients.add(client));
+  pool.on('remove', (client) => clients.delete(client));
+}
+
+/**
+ * Ends the pool and waits until every connection has really closed (pg-pool's
+ * `end()` resolves before the sockets are closed), at most `timeoutMs`.
+ */
+export async function closeSharedPool(pool: Pool, timeoutMs = 5_000): Promise<void> {
+  await pool.end();
+  const clients = openClients.get(pool);
+  if (clients === undefined || clients.size === 0) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, timeoutMs);
+    timer.unref();
+    function check(): void {
+      if (clients!.size === 0) done();
+    }
+    function done(): void {
+      clearTimeout(timer);
+      pool.off('remove', check);
+      resolve();
+    }
+    pool.on('remove', check);
+    check();
+  });
 }

@@ -6,6 +6,7 @@ import { LeaseCache, type Lease } from '../data-source/lease-cache';
 import { createPgDriverFacade, type PgDriverFacade } from '../data-source/pool-facade';
 import {
   DEFAULT_POOL_OPTIONS,
+  closeSharedPool,
   createSharedPool,
   serverKeyOf,
   type TenantConnectionOptions,
@@ -393,7 +394,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#shared = undefined;
     const pools = [...this.#pools.values()];
     this.#pools.clear();
-    await Promise.all(pools.map((pool) => pool.end()));
+    await Promise.all(pools.map((pool) => closeSharedPool(pool)));
     if (this.#pinned) {
       this.#pinned = false;
       releaseSharedSchema();

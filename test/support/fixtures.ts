@@ -4,6 +4,7 @@ import { Client, Plan, Project } from '../../entities';
 import { sharedMigrations, tenantMigrations } from '../../migrations';
 import { TenantDataSourceManager, type TenantDataSourceManagerOptions } from '../../src';
 import type { ScratchDatabase } from '../../support/database';
+import { closeSharedPool, trackClients } from '../../src/data-source/shared-pool';
 
 let database: ScratchDatabase | undefined;
 let admin: Pool | undefined;
@@ -64,6 +65,7 @@ export async function adminQuery<T = Record<string, unknown>>(sql: string, param
     admin = new Pool({ connectionString: databaseUrl(), max: 2, application_name: 'typeorm-tenants-test-admin' });
     // pool.end() resolves before the sockets close, so the server stopping at
     // the end of the run can still reach an idle admin connection (57P01).
+    trackClients(admin);
     admin.on('error', (error: Error & { code?: string }) => {
       if (error.code !== '57P01') console.error('Test admin pool error:', error);
     });
@@ -76,7 +78,7 @@ export async function adminQuery<T = Record<string, unknown>>(sql: string, param
 export async function closeAdmin(): Promise<void> {
   const pool = admin;
   admin = undefined;
-  await pool?.end();
+  if (pool !== undefined) await closeSharedPool(pool);
 }
 
 /** Schemas that exist in the test database, by name. */
