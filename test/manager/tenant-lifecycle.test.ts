@@ -4,10 +4,11 @@ import {
   ManagerDestroyedError,
   ManagerNotInitializedError,
   TenantAlreadyExistsError,
+  TenantNotActiveError,
   TenantNotFoundError,
   tenantContext,
 } from '../../src';
-import { adminQuery, newManager, openManager, schemaExists, tablesOf, uniqueSlug } from '../support/fixtures';
+import { adminQuery, newManager, openManager, schemaExists, sleep, tablesOf, uniqueSlug } from '../support/fixtures';
 
 describe('TenantDataSourceManager: tenant lifecycle', () => {
   it('initialize() twice is harmless and creates the registry table once', async () => {
@@ -144,5 +145,63 @@ describe('TenantDataSourceManager: tenant lifecycle', () => {
     expect(dataSource.isInitialized, 'the evicted DataSource is closed').to.equal(false);
     await expect(manager.run(slug, () => 1)).to.be.rejectedWith(TenantNotFoundError);
     await expect(manager.dropTenant(slug)).to.be.rejectedWith(TenantNotFoundError);
+  });
+
+  it('run() of a tenant that is not active is refused with TenantNotActiveError naming the status', async () => {
+    const manager = await openManager({ tenantRecordTtlMs: 0 });
+    const slug = uniqueSlug('susp');
+    await manager.createTenant(slug);
+    await manager.run(slug, () => tenantContext.getRepository(Client).save({ name: 'Kept', email: 'k@x.test' }));
+    await adminQuery("UPDATE public.tenants SET status = 'suspended' WHERE slug = $1", [slug]);
+    let ran = false;
+    const error = await manager.run(slug, () => (ran = true)).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(TenantNotActiveError);
+    expect((error as TenantNotActiveError).status).to.equal('suspended');
+    expect((error as Error).message).to.include('suspended');
+    expect(ran).to.equal(false);
+    expect(manager.stats().cachedDataSources, 'a refused tenant leaves the cache').to.equal(0);
+    await adminQuery("UPDATE public.tenants SET status = 'active' WHERE slug = $1", [slug]);
+    expect(await manager.run(slug, () => tenantContext.getRepository(Client).count())).to.equal(1);
+  });
+
+  it('a tenant dropped by another process is refused once the cached record expires', async () => {
+    const manager = await openManager({ tenantRecordTtlMs: 0 });
+    const other = await openManager();
+    const slug = uniqueSlug('gone');
+    await manager.createTenant(slug);
+    await manager.run(slug, () => 1);
+    await other.dropTenant(slug);
+    await expect(manager.run(slug, () => 1)).to.be.rejectedWith(TenantNotFoundError);
+  });
+
+  it('destroy() waits for active runs to finish before closing, and refuses new ones meanwhile', async () => {
+    const manager = await openManager();
+    const slug = uniqueSlug('wait');
+    await manager.createTenant(slug);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const running = manager.run(slug, async () => {
+      await gate;
+      return tenantContext.getRepository(Client).save({ name: 'Late', email: 'late@x.test' });
+    });
+    await sleep(20);
+    const destroyed = manager.destroy();
+    await expect(manager.run(slug, () => 1)).to.be.rejectedWith(ManagerDestroyedError);
+    let destroyDone = false;
+    void destroyed.then(() => (destroyDone = true));
+    await sleep(50);
+    expect(destroyDone, 'destroy() still waits for the run').to.equal(false);
+    release();
+    const saved = await running;
+    await destroyed;
+    expect(saved.id).to.be.a('number');
+    const schema = slug.replace(/-/g, '_');
+    expect(await adminQuery(`SELECT 1 FROM "${schema}".client WHERE name = 'Late'`)).to.have.length(1);
+  });
+
+  it('Symbol.asyncDispose destroys the manager', async () => {
+    const manager = await openManager();
+    await manager[Symbol.asyncDispose]();
+    expect(() => manager.sharedDataSource).to.throw(ManagerDestroyedError);
   });
 });
