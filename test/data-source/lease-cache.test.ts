@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import type { DataSource } from 'typeorm';
 import { Client } from '../../entities';
 import { TenantNotFoundError, tenantContext, type TenantDataSourceManager } from '../../src';
-import { openManager, uniqueSlug } from '../support/fixtures';
+import { createTenants, openManager, uniqueSlug } from '../support/fixtures';
 
 /** Lets queued microtasks and one macrotask turn run, up to `ticks` times, until `done()` holds. */
 async function settle(done: () => boolean, ticks = 50): Promise<void> {
@@ -14,16 +14,6 @@ function gate(): { promise: Promise<void>; open: () => void } {
   let open!: () => void;
   const promise = new Promise<void>((resolve) => (open = resolve));
   return { promise, open };
-}
-
-async function createTenants(manager: TenantDataSourceManager, count: number, prefix: string): Promise<string[]> {
-  const slugs: string[] = [];
-  for (let i = 0; i < count; i += 1) {
-    const slug = uniqueSlug(prefix);
-    await manager.createTenant(slug);
-    slugs.push(slug);
-  }
-  return slugs;
 }
 
 describe('DataSource cache: single flight, bounded LRU, leases', () => {

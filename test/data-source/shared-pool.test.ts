@@ -3,7 +3,7 @@ import type { DataSource } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { Client, Plan } from '../../entities';
 import { tenantContext, type TenantDataSourceManager } from '../../src';
-import { adminQuery, databaseUrl, openManager, sleep, uniqueSlug } from '../support/fixtures';
+import { adminQuery, createTenants, databaseUrl, openManager, sleep, uniqueSlug } from '../support/fixtures';
 
 /** Connections the manager holds to the test database (its default application_name). */
 async function managerConnections(): Promise<number> {
@@ -19,16 +19,6 @@ function masterOf(dataSource: DataSource): unknown {
 
 async function settle(done: () => boolean, ticks = 50): Promise<void> {
   for (let i = 0; i < ticks && !done(); i += 1) await new Promise((resolve) => setImmediate(resolve));
-}
-
-async function createTenants(manager: TenantDataSourceManager, count: number, prefix: string): Promise<string[]> {
-  const slugs: string[] = [];
-  for (let i = 0; i < count; i += 1) {
-    const slug = uniqueSlug(prefix);
-    await manager.createTenant(slug);
-    slugs.push(slug);
-  }
-  return slugs;
 }
 
 describe('Shared pool: connections bounded by the pool size, whatever the tenant count', () => {

@@ -96,6 +96,17 @@ export async function tablesOf(schema: string): Promise<string[]> {
   return rows.map((r) => r.table_name);
 }
 
+/** Creates `count` tenants one after another, with unique slugs starting with `prefix`. */
+export async function createTenants(manager: TenantDataSourceManager, count: number, prefix: string): Promise<string[]> {
+  const slugs: string[] = [];
+  for (let i = 0; i < count; i += 1) {
+    const slug = uniqueSlug(prefix);
+    await manager.createTenant(slug);
+    slugs.push(slug);
+  }
+  return slugs;
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
