@@ -23,7 +23,8 @@ export interface TenantPoolOptions {
   /**
    * PostgreSQL `statement_timeout` for every connection, in milliseconds: a
    * statement that runs longer is cancelled with an error. 0 means no limit.
-   * Default 0.
+   * Default 0. It is sent as a connection startup parameter, which PgBouncer
+   * refuses: behind PgBouncer keep 0 and use `ALTER ROLE ... SET statement_timeout`.
    */
   readonly statementTimeoutMillis?: number;
 }

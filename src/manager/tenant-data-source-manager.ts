@@ -361,6 +361,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       migrations: [...options.sharedMigrations],
       driver: this.#facade,
     });
+    // TypeORM leaves tables of its "current schema" unqualified in migration
+    // DDL. Name it ourselves rather than read current_schema() from whatever
+    // pooled (or PgBouncer) connection answers, whose search_path another
+    // client may have left behind; migrations run under SET LOCAL search_path.
+    (shared.driver as PostgresDriver).searchSchema = options.sharedSchema;
     await shared.initialize();
     this.#shared = shared;
     const driver = shared.driver as PostgresDriver;
