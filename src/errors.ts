@@ -31,6 +31,7 @@ export type TenancyErrorCode =
   | 'INVALID_TENANT_NAME'
   | 'TENANT_NOT_ACTIVE'
   | 'TENANT_PROVISIONING_FAILED'
+  | 'TENANT_MIGRATION_FAILED'
   | 'INVALID_ARGUMENT'
   | 'INVALID_CONFIGURATION'
   | 'MANAGER_NOT_INITIALIZED'
@@ -129,6 +130,29 @@ export class TenantProvisioningError extends TenancyError {
     super(
       `Creating tenant "${slug}" failed${where}: ${messageOf(cause)}. ` +
         `Nothing was kept (no schema, no tables, no registry row); fix the cause and call createTenant again.`,
+      { cause },
+    );
+    this.sqlState = sqlStateOf(cause);
+  }
+}
+
+/** Migrating or reverting one tenant failed; its transaction was rolled back, the tenant is as it was. */
+export class TenantMigrationError extends TenancyError {
+  override readonly name = 'TenantMigrationError';
+  readonly code = 'TENANT_MIGRATION_FAILED';
+  readonly statusCode = 500;
+  /** The PostgreSQL SQLSTATE of the underlying failure, when there was one. */
+  readonly sqlState: string | undefined;
+
+  constructor(
+    readonly slug: string,
+    readonly migration: string | undefined,
+    cause: unknown,
+  ) {
+    const where = migration === undefined ? '' : ` in migration ${migration}`;
+    super(
+      `Migrating tenant "${slug}" failed${where}: ${messageOf(cause)}. ` +
+        'Its transaction was rolled back, so the tenant is unchanged; fix the cause and run it again.',
       { cause },
     );
     this.sqlState = sqlStateOf(cause);

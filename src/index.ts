@@ -1,6 +1,16 @@
 export { TenantScoped, isTenantScoped } from './entity/tenant-scoped';
 export { TenantDataSourceManager } from './manager/tenant-data-source-manager';
 export type { CreateTenantOptions, TenantManagerStats } from './manager/tenant-data-source-manager';
+export type { FleetMigrationOptions, TenantMigrationStatus } from './migration/fleet-migrator';
+export type {
+  FleetReport,
+  FleetRunOptions,
+  FleetTenantError,
+  FleetTenantResult,
+  FleetTenantStatus,
+  FleetTotals,
+  WaveSize,
+} from './migration/fleet-run';
 export {
   DEFAULT_DESTROY_TIMEOUT_MS,
   DEFAULT_LOCK_TIMEOUT_MS,
@@ -26,6 +36,7 @@ export {
   InvalidTenantNameError,
   TenantNotActiveError,
   TenantProvisioningError,
+  TenantMigrationError,
   InvalidArgumentError,
   TenancyConfigurationError,
   ManagerNotInitializedError,

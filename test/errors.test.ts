@@ -15,6 +15,7 @@ import {
   TenantNotActiveError,
   TenantNotFoundError,
   TenantProvisioningError,
+  TenantMigrationError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -24,6 +25,7 @@ const samples: TenancyError[] = [
   new InvalidTenantNameError('Acme', 'a slug is ...'),
   new TenantNotActiveError('acme', 'suspended'),
   new TenantProvisioningError('acme', 'CreateClient1700000000001', Object.assign(new Error('boom'), { code: '42P01' })),
+  new TenantMigrationError('acme', 'AddPhone1700000000003', Object.assign(new Error('check violated'), { code: '23514' })),
   new InvalidArgumentError('The tenant name must be a string of 1 to 500 characters; got 42.'),
   new TenancyConfigurationError('Option "maxDataSources" must be a positive integer; got 0.'),
   new ManagerNotInitializedError('run()'),

@@ -1,11 +1,12 @@
 import type { Pool } from 'pg';
-import { DataSource, type QueryRunner } from 'typeorm';
+import { DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner } from '../context/tenant-context';
 import { LeaseCache, type Lease } from '../data-source/lease-cache';
 import { createPgDriverFacade, type PgDriverFacade } from '../data-source/pool-facade';
 import {
   DEFAULT_POOL_OPTIONS,
+  DEFAULT_POOL_SIZE,
   closeSharedPool,
   createSharedPool,
   serverKeyOf,
@@ -25,6 +26,9 @@ import {
   TenantProvisioningError,
   sqlStateOf,
 } from '../errors';
+import type { FleetReport, FleetRunOptions, FleetTenantResult } from '../migration/fleet-run';
+import { FleetMigrator, type FleetMigrationOptions, type TenantMigrationStatus } from '../migration/fleet-migrator';
+import { MigrationLedger } from '../migration/migration-ledger';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
 import { validatePlainIdentifier } from '../naming/plain-identifier';
 import { quoteIdent } from '../naming/quote-ident';
@@ -121,6 +125,8 @@ type ManagerState = 'new' | 'ready' | 'destroying' | 'destroyed';
 export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   readonly #options: ResolvedOptions;
   readonly #registry: TenantRegistry;
+  readonly #ledger: MigrationLedger;
+  readonly #tenantMigrationNames: readonly string[];
   readonly #cache: LeaseCache<CachedTenant>;
   readonly #pools = new Map<string, Pool>();
   #state: ManagerState = 'new';
@@ -129,6 +135,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #partition: EntityPartition | undefined;
   #facade: PgDriverFacade | undefined;
   #shared: DataSource | undefined;
+  #fleet: FleetMigrator | undefined;
   #driverFacts: DriverFacts | undefined;
   #reserved: ReservedNames;
   #pinned = false;
@@ -139,6 +146,12 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#options = resolveOptions(options);
     this.#reserved = { sharedSchema: this.#options.sharedSchema };
     this.#registry = new TenantRegistry(this.#options.sharedSchema, this.#options.registryTable);
+    this.#ledger = new MigrationLedger(
+      this.#options.sharedSchema,
+      this.#options.registryTable,
+      this.#options.connection.migrationsTableName ?? 'migrations',
+    );
+    this.#tenantMigrationNames = Object.freeze(this.#options.tenantMigrations.map(migrationNameOf));
     this.#cache = new LeaseCache<CachedTenant>({
       max: this.#options.maxDataSources,
       create: (slug) => this.#openTenant(slug),
@@ -214,7 +227,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           throw error;
         }
         await applyPendingMigrations(dataSource, runner, [schemaName, this.#options.sharedSchema]);
-        return this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
+        const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
+        await this.#ledger.syncTenant(runner, slug, schemaName);
+        return record;
       });
     } catch (error) {
       if (error instanceof TenancyError) throw error;
@@ -301,6 +316,89 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     }
   }
 
+  /**
+   * Applies pending tenant migrations to every active tenant (or to
+   * `options.tenants`). Which tenants have something pending comes from the
+   * migration ledger in one query, so a run with nothing to do is fast
+   * whatever the fleet size. Each tenant is migrated in its own transaction
+   * under its schema's advisory lock: a failing tenant is rolled back and
+   * reported, the others go on (unless `stopOnError`, or a failing wave).
+   * Two processes may run it at once: no tenant is migrated twice, none
+   * deadlocks. A rerun picks up exactly what is still pending.
+   *
+   * @throws InvalidTenantNameError / TenantNotFoundError for a bad or unknown slug in `options.tenants` (nothing runs).
+   * @example
+   * ```ts
+   * const report = await tenants.migrateTenants({ concurrency: 4, waves: [1, '10%'] });
+   * for (const r of report.results) if (r.status === 'failed') console.error(r.slug, r.error);
+   * ```
+   */
+  async migrateTenants(options: FleetMigrationOptions = {}): Promise<FleetReport> {
+    this.#assertReady('migrateTenants()');
+    this.#validateFleetOptions(options);
+    return this.#fleet!.migrateTenants(options);
+  }
+
+  /**
+   * Undoes the last applied migration of every active tenant (or of
+   * `options.tenants`), each in its own locked transaction; same report as
+   * `migrateTenants()`, with status `reverted`.
+   */
+  async revertTenants(options: FleetMigrationOptions = {}): Promise<FleetReport> {
+    this.#assertReady('revertTenants()');
+    this.#validateFleetOptions(options);
+    return this.#fleet!.revertTenants(options);
+  }
+
+  /**
+   * Undoes the last applied migration of one tenant, in one locked
+   * transaction, and returns its report line (status `reverted`, or
+   * `up-to-date` when nothing was applied).
+   *
+   * @throws TenantNotFoundError for an unknown tenant; TenantNotActiveError when it is not active.
+   * @throws TenantMigrationError when the migration's `down()` fails (the tenant is unchanged).
+   */
+  async revertTenant(slug: string): Promise<FleetTenantResult> {
+    this.#assertReady('revertTenant()');
+    validateTenantSlug(slug, this.#reserved);
+    const tenant = await this.#registry.find(this.#shared!, slug);
+    if (tenant === undefined) throw new TenantNotFoundError(slug);
+    if (tenant.status !== 'active') throw new TenantNotActiveError(slug, tenant.status);
+    return this.#fleet!.revertTenant(tenant);
+  }
+
+  /**
+   * Every tenant's applied and pending tenant migrations, from the ledger
+   * (one query, whatever the fleet size). Rebuild the ledger from the
+   * tenants' own migrations tables with `reconcileMigrationLedger()`.
+   */
+  async migrationStatus(): Promise<TenantMigrationStatus[]> {
+    this.#assertReady('migrationStatus()');
+    return this.#fleet!.migrationStatus();
+  }
+
+  /**
+   * Rebuilds the migration ledger from every tenant's own migrations table
+   * (TypeORM's truth), for instance after migrations were run by hand.
+   */
+  async reconcileMigrationLedger(options: FleetRunOptions = {}): Promise<FleetReport> {
+    this.#assertReady('reconcileMigrationLedger()');
+    this.#validateFleetOptions(options);
+    return this.#fleet!.reconcile(options);
+  }
+
+  /**
+   * Runs the shared schema's pending migrations (`initialize()` does it too)
+   * under the initialisation lock, and returns the names applied.
+   */
+  async migrateShared(): Promise<string[]> {
+    this.#assertReady('migrateShared()');
+    const shared = this.#shared!;
+    return this.#inLockedTransaction(shared, 'initialize', (runner) =>
+      applyPendingMigrations(shared, runner, [this.#options.sharedSchema]),
+    );
+  }
+
   /** Cache counters and the shared pool's gauges. */
   stats(): TenantManagerStats {
     const cache = this.#cache.stats();
@@ -319,7 +417,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       evictions: cache.evictions,
       pendingDisposal: cache.pendingDisposal,
       activeRuns: this.#activeRuns,
-      pool: { total, idle, waiting, max: this.#options.connection.poolSize ?? 10 },
+      pool: { total, idle, waiting, max: this.#options.connection.poolSize ?? DEFAULT_POOL_SIZE },
     };
   }
 
@@ -377,7 +475,18 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
       await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
       await this.#registry.ensureTable(runner);
+      await this.#ledger.ensureTable(runner);
       await applyPendingMigrations(shared, runner, [options.sharedSchema]);
+    });
+    this.#fleet = new FleetMigrator({
+      sharedDataSource: shared,
+      sharedSchema: options.sharedSchema,
+      registry: this.#registry,
+      ledger: this.#ledger,
+      tenantMigrationNames: this.#tenantMigrationNames,
+      defaultConcurrency: Math.max(1, Math.floor((options.connection.poolSize ?? DEFAULT_POOL_SIZE) / 2)),
+      buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
+      inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
     });
     this.#state = 'ready';
     registerLiveOwner(this);
@@ -435,6 +544,13 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         throw new ManagerDestroyedError(operation);
       default:
         throw new Error(`Unexpected manager state "${this.#state satisfies never}"`);
+    }
+  }
+
+  #validateFleetOptions(options: FleetMigrationOptions): void {
+    for (const slug of options.tenants ?? []) validateTenantSlug(slug, this.#reserved);
+    if (options.concurrency !== undefined && (!Number.isInteger(options.concurrency) || options.concurrency < 1)) {
+      throw new InvalidArgumentError(`Option "concurrency" must be a positive integer; got ${String(options.concurrency)}.`);
     }
   }
 
@@ -571,6 +687,12 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
   }
   const sharedSchema = validatePlainIdentifier(options.sharedSchema ?? DEFAULT_SHARED_SCHEMA, 'sharedSchema');
   const registryTable = validatePlainIdentifier(options.registryTable ?? DEFAULT_REGISTRY_TABLE, 'registryTable');
+  if (registryTable.length > 63 - '_migrations'.length) {
+    // The ledger is "<registryTable>_migrations"; PostgreSQL would silently truncate a longer name.
+    throw new TenancyConfigurationError(
+      `Option "registryTable" must be at most ${63 - '_migrations'.length} characters, so that its ledger table "${registryTable}_migrations" fits in 63.`,
+    );
+  }
   const querySearchPath = (options.querySearchPath ?? []).map((s, i) => validatePlainIdentifier(s, `querySearchPath[${i}]`));
   const maxDataSources = positiveInteger(options.maxDataSources ?? DEFAULT_MAX_DATA_SOURCES, 'maxDataSources');
   const pool = { ...DEFAULT_POOL_OPTIONS, ...(options.pool ?? {}) };
@@ -605,4 +727,9 @@ function nonNegative(value: unknown, option: string): number {
     throw new TenancyConfigurationError(`Option "${option}" must be a number of milliseconds, 0 or more; got ${String(value)}.`);
   }
   return value;
+}
+
+function migrationNameOf(migrationClass: Function): string {
+  const instance = new (migrationClass as new () => MigrationInterface)();
+  return instance.name ?? migrationClass.name;
 }

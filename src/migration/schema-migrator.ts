@@ -32,31 +32,71 @@ export async function applyPendingMigrations(
   queryRunner: QueryRunner,
   searchPath: readonly string[],
 ): Promise<string[]> {
+  const executor = await prepareExecutor(dataSource, queryRunner, searchPath);
+  return withMigrationTracking(dataSource, 'up', async () => {
+    const applied = await executor.executePendingMigrations();
+    return applied.map((m) => m.name);
+  });
+}
+
+/**
+ * Undoes the last applied migration of `dataSource`'s schema inside the open
+ * transaction of `queryRunner`, with the same search_path rule as
+ * `applyPendingMigrations`. Returns the name undone, or `undefined` when
+ * nothing was applied.
+ */
+export async function undoLastMigration(
+  dataSource: DataSource,
+  queryRunner: QueryRunner,
+  searchPath: readonly string[],
+): Promise<string | undefined> {
+  const executor = await prepareExecutor(dataSource, queryRunner, searchPath);
+  return withMigrationTracking(dataSource, 'down', async () => {
+    const before = await executor.getExecutedMigrations();
+    if (before.length === 0) return undefined;
+    await executor.undoLastMigration();
+    const after = new Set((await executor.getExecutedMigrations()).map((m) => m.name));
+    return before.find((m) => !after.has(m.name))?.name;
+  });
+}
+
+async function prepareExecutor(
+  dataSource: DataSource,
+  queryRunner: QueryRunner,
+  searchPath: readonly string[],
+): Promise<MigrationExecutor> {
   if (!queryRunner.isTransactionActive) {
-    throw new Error('applyPendingMigrations needs a query runner with an open transaction.');
+    throw new Error('Schema migrations need a query runner with an open transaction.');
   }
   await queryRunner.query(`SET LOCAL search_path TO ${quoteIdentList(searchPath)}`);
+  const executor = new MigrationExecutor(dataSource, queryRunner);
+  executor.transaction = 'all';
+  return executor;
+}
+
+/**
+ * Runs `work` while each migration's `direction` method records its name, so
+ * that a failure can say which migration failed (the executor does not).
+ * Wraps the methods of this DataSource's own migration instances and restores
+ * them after.
+ */
+async function withMigrationTracking<T>(dataSource: DataSource, direction: 'up' | 'down', work: () => Promise<T>): Promise<T> {
   let current: string | undefined;
   const restore: Array<() => void> = [];
-  // The executor does not say which migration failed; wrap each up() of this
-  // DataSource's own migration instances to know.
   for (const migration of dataSource.migrations) {
     const instance = migration as MigrationInterface;
-    const up = instance.up;
+    const original = instance[direction];
     const name = instance.name ?? instance.constructor.name;
-    instance.up = (runner: QueryRunner) => {
+    instance[direction] = (runner: QueryRunner) => {
       current = name;
-      return up.call(instance, runner);
+      return original.call(instance, runner);
     };
     restore.push(() => {
-      instance.up = up;
+      instance[direction] = original;
     });
   }
   try {
-    const executor = new MigrationExecutor(dataSource, queryRunner);
-    executor.transaction = 'all';
-    const applied = await executor.executePendingMigrations();
-    return applied.map((m) => m.name);
+    return await work();
   } catch (error) {
     throw new MigrationFailure(current, error);
   } finally {

@@ -1,0 +1,98 @@
+import { quoteIdent } from '../naming/quote-ident';
+import type { SqlRunner } from '../registry/tenant-registry';
+import type { TenantStatus } from '../registry/tenant-record';
+
+/** A tenant the ledger says is missing some of the known migrations. */
+export interface LedgerPendingTenant {
+  readonly slug: string;
+  readonly schemaName: string;
+  readonly status: TenantStatus;
+}
+
+/** Applied migrations of one tenant, as the ledger holds them. */
+export interface LedgerTenantEntry extends LedgerPendingTenant {
+  readonly applied: string[];
+}
+
+/**
+ * The fleet's migration ledger: one table in the shared schema with a row per
+ * (tenant, applied migration), so that "which tenants have something pending"
+ * is one indexed query, not one query per tenant schema. Each tenant's own
+ * `migrations` table stays TypeORM's truth; the ledger is copied from it in
+ * the same transaction as every change to it (`syncTenant`), and
+ * `reconcile` rebuilds it from those tables.
+ */
+export class MigrationLedger {
+  readonly #table: string;
+  readonly #registry: string;
+  readonly #migrationsTable: string;
+
+  constructor(sharedSchema: string, registryTable: string, migrationsTableName: string) {
+    this.#table = `${quoteIdent(sharedSchema)}.${quoteIdent(`${registryTable}_migrations`)}`;
+    this.#registry = `${quoteIdent(sharedSchema)}.${quoteIdent(registryTable)}`;
+    this.#migrationsTable = quoteIdent(migrationsTableName);
+  }
+
+  /** Creates the ledger table if it is missing (after the registry table). */
+  async ensureTable(sql: SqlRunner): Promise<void> {
+    await sql.query(
+      `CREATE TABLE IF NOT EXISTS ${this.#table} (
+        slug text NOT NULL REFERENCES ${this.#registry} (slug) ON DELETE CASCADE ON UPDATE CASCADE,
+        name text NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (slug, name)
+      )`,
+    );
+  }
+
+  /**
+   * Tenants with one of `statuses` (and among `slugs`, when given) that miss
+   * at least one of `known` migrations, by slug.
+   */
+  async pendingTenants(
+    sql: SqlRunner,
+    known: readonly string[],
+    statuses: readonly TenantStatus[],
+    slugs?: readonly string[],
+  ): Promise<LedgerPendingTenant[]> {
+    const rows: Array<{ slug: string; schema_name: string; status: TenantStatus }> = await sql.query(
+      `SELECT t.slug, t.schema_name, t.status FROM ${this.#registry} t
+        WHERE t.status = ANY($2::text[])
+          AND ($3::text[] IS NULL OR t.slug = ANY($3::text[]))
+          AND (SELECT count(*) FROM ${this.#table} l WHERE l.slug = t.slug AND l.name = ANY($1::text[])) < cardinality($1::text[])
+        ORDER BY t.slug`,
+      [known, statuses, slugs ?? null],
+    );
+    return rows.map((r) => ({ slug: r.slug, schemaName: r.schema_name, status: r.status }));
+  }
+
+  /** Every tenant (among `slugs`, when given) with its applied migrations, by slug. */
+  async entries(sql: SqlRunner, slugs?: readonly string[]): Promise<LedgerTenantEntry[]> {
+    const rows: Array<{ slug: string; schema_name: string; status: TenantStatus; applied: string[] }> = await sql.query(
+      `SELECT t.slug, t.schema_name, t.status,
+              coalesce(array_agg(l.name ORDER BY l.name) FILTER (WHERE l.name IS NOT NULL), '{}') AS applied
+         FROM ${this.#registry} t LEFT JOIN ${this.#table} l ON l.slug = t.slug
+        WHERE ($1::text[] IS NULL OR t.slug = ANY($1::text[]))
+        GROUP BY t.slug, t.schema_name, t.status
+        ORDER BY t.slug`,
+      [slugs ?? null],
+    );
+    return rows.map((r) => ({ slug: r.slug, schemaName: r.schema_name, status: r.status, applied: r.applied }));
+  }
+
+  /**
+   * Makes the tenant's ledger rows equal to the names in its own migrations
+   * table. Run it in the transaction that changed that table.
+   */
+  async syncTenant(sql: SqlRunner, slug: string, schemaName: string): Promise<void> {
+    const migrations = `${quoteIdent(schemaName)}.${this.#migrationsTable}`;
+    await sql.query(
+      `DELETE FROM ${this.#table} WHERE slug = $1 AND name NOT IN (SELECT name FROM ${migrations})`,
+      [slug],
+    );
+    await sql.query(
+      `INSERT INTO ${this.#table} (slug, name) SELECT $1, name FROM ${migrations} ON CONFLICT (slug, name) DO NOTHING`,
+      [slug],
+    );
+  }
+}
