@@ -93,14 +93,31 @@ export class LeaseCache<V> {
       this.#release(entry);
       throw error;
     }
+    return this.#leaseOf(entry, value);
+  }
+
+  /**
+   * Takes a lease at once when `key` is cached and its value is ready (a hit
+   * with no await, the hot path); `undefined` otherwise.
+   */
+  tryLease(key: string): Lease<V> | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined || entry.value === undefined) return undefined;
+    this.#hits += 1;
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    entry.holds += 1;
+    return this.#leaseOf(entry, entry.value);
+  }
+
+  #leaseOf(entry: Entry<V>, value: V): Lease<V> {
     let released = false;
-    const held = entry;
     return {
       value,
       release: () => {
         if (released) return;
         released = true;
-        this.#release(held);
+        this.#release(entry);
       },
     };
   }

@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import { DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
-import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner } from '../context/tenant-context';
+import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner, type RunState } from '../context/tenant-context';
 import { LeaseCache, type Lease } from '../data-source/lease-cache';
 import { createPgDriverFacade, type PgDriverFacade } from '../data-source/pool-facade';
 import {
@@ -89,6 +89,8 @@ interface CachedTenant {
   readonly dataSource: DataSource;
   record: TenantRecord;
   checkedAt: number;
+  /** The context of a run of this tenant, rebuilt when the record is refreshed. */
+  runState: RunState;
 }
 
 /** What TypeORM's driver learns with three queries at connect time; the same for every tenant. */
@@ -303,17 +305,45 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * const clients = await tenants.run('acme', () => tenantContext.getRepository(Client).find());
    * ```
    */
-  async run<T>(slug: string, fn: () => T | Promise<T>): Promise<T> {
-    const lease = await this.#lease(slug, 'run()');
-    const { dataSource, record } = lease.value;
+  run<T>(slug: string, fn: () => T | Promise<T>): Promise<T> {
+    // Hot path: a cached tenant with a fresh, active record starts fn with no
+    // await in between. Only validated slugs ever become cache keys, so a hit
+    // needs no revalidation of the slug.
+    const held = this.#state === 'ready' && typeof slug === 'string' ? this.#cache.tryLease(slug) : undefined;
+    if (held !== undefined) {
+      const cached = held.value;
+      if (cached.record.status === 'active' && Date.now() - cached.checkedAt <= this.#options.tenantRecordTtlMs) {
+        return this.#runHeld(held, fn);
+      }
+    }
+    return this.#lease(slug, 'run()', held).then((lease) => this.#runHeld(lease, fn));
+  }
+
+  /** Runs `fn` in the leased tenant's context and releases the lease when its result settles. */
+  #runHeld<T>(lease: Lease<CachedTenant>, fn: () => T | Promise<T>): Promise<T> {
     this.#activeRuns += 1;
-    try {
-      return await runStorage.run({ owner: this, tenant: record, dataSource }, fn);
-    } finally {
+    const finish = (): void => {
       lease.release();
       this.#activeRuns -= 1;
       if (this.#activeRuns === 0) this.#wakeIdleWaiters();
+    };
+    let result: T | Promise<T>;
+    try {
+      result = runStorage.run(lease.value.runState, fn);
+    } catch (error) {
+      finish();
+      return Promise.reject(error);
     }
+    return Promise.resolve(result).then(
+      (value) => {
+        finish();
+        return value;
+      },
+      (error: unknown) => {
+        finish();
+        throw error;
+      },
+    );
   }
 
   /**
@@ -555,10 +585,13 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   }
 
   /** Leases the tenant's cached DataSource after checking that it is served. */
-  async #lease(slug: string, operation: string): Promise<Lease<CachedTenant>> {
-    this.#assertReady(operation);
-    validateTenantSlug(slug, this.#reserved);
-    const lease = await this.#cache.lease(slug);
+  async #lease(slug: string, operation: string, held?: Lease<CachedTenant>): Promise<Lease<CachedTenant>> {
+    let lease = held;
+    if (lease === undefined) {
+      this.#assertReady(operation);
+      validateTenantSlug(slug, this.#reserved);
+      lease = await this.#cache.lease(slug);
+    }
     try {
       const cached = lease.value;
       const now = Date.now();
@@ -570,6 +603,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         }
         cached.record = record;
         cached.checkedAt = now;
+        cached.runState = { owner: this, tenant: record, dataSource: cached.dataSource };
       }
       if (cached.record.status !== 'active') {
         this.#cache.evict(slug);
@@ -588,7 +622,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     if (record === undefined) throw new TenantNotFoundError(slug);
     if (record.status !== 'active') throw new TenantNotActiveError(slug, record.status);
     const dataSource = await this.#buildTenantDataSource(record.schemaName);
-    return { dataSource, record, checkedAt: Date.now() };
+    return { dataSource, record, checkedAt: Date.now(), runState: { owner: this, tenant: record, dataSource } };
   }
 
   /**
