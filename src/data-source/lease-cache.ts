@@ -22,6 +22,8 @@ interface Entry<V> {
   value?: V;
   holds: number;
   evicted: boolean;
+  /** Tick of the last use: the least recently used entry has the smallest. */
+  lastUsed: number;
 }
 
 /**
@@ -42,6 +44,7 @@ export class LeaseCache<V> {
   readonly #onDisposeError: (error: unknown, key: string) => void;
   readonly #entries = new Map<string, Entry<V>>();
   readonly #disposing = new Set<Promise<void>>();
+  #tick = 0;
   #hits = 0;
   #misses = 0;
   #evictions = 0;
@@ -67,12 +70,10 @@ export class LeaseCache<V> {
     let entry = this.#entries.get(key);
     if (entry !== undefined) {
       this.#hits += 1;
-      // Move to the most recently used end.
-      this.#entries.delete(key);
-      this.#entries.set(key, entry);
+      entry.lastUsed = ++this.#tick;
     } else {
       this.#misses += 1;
-      entry = { key, promise: this.#create(key), holds: 0, evicted: false };
+      entry = { key, promise: this.#create(key), holds: 0, evicted: false, lastUsed: ++this.#tick };
       this.#entries.set(key, entry);
       const created = entry;
       created.promise.then(
@@ -104,8 +105,7 @@ export class LeaseCache<V> {
     const entry = this.#entries.get(key);
     if (entry === undefined || entry.value === undefined) return undefined;
     this.#hits += 1;
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
+    entry.lastUsed = ++this.#tick;
     entry.holds += 1;
     return this.#leaseOf(entry, entry.value);
   }
@@ -149,17 +149,18 @@ export class LeaseCache<V> {
     while (this.#disposing.size > 0) await Promise.all([...this.#disposing]);
   }
 
+  // Recency is a tick per entry rather than Map reordering, so a hit costs one
+  // write; the scan for the least recently used happens only on overflow.
   #evictOverflow(): void {
     while (this.#entries.size > this.#max) {
-      let victim: Entry<V> | undefined;
+      let idle: Entry<V> | undefined;
+      let any: Entry<V> | undefined;
       for (const entry of this.#entries.values()) {
-        if (entry.holds === 0) {
-          victim = entry;
-          break;
-        }
+        if (any === undefined || entry.lastUsed < any.lastUsed) any = entry;
+        if (entry.holds === 0 && (idle === undefined || entry.lastUsed < idle.lastUsed)) idle = entry;
       }
       // All held: evict the least recently used anyway; it is disposed of on release.
-      victim ??= this.#entries.values().next().value!;
+      const victim = idle ?? any!;
       this.#evictions += 1;
       this.#remove(victim);
     }
