@@ -1,0 +1,262 @@
+import { DataSource, type DataSourceOptions, type Repository } from 'typeorm';
+import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
+import { Client, Plan, Project } from '../../entities';
+import { sharedMigrations, tenantMigrations } from '../../migrations';
+import { TenantDataSourceManager, quoteIdent, tenantContext } from '../../src';
+import type { Workload } from '../config';
+import type { Operation } from '../measure';
+import { inParallel, type RoutingFixture } from './fixture';
+
+/**
+ * The ways of routing a query to a tenant that the routing benchmark
+ * compares, all on the same `client` table and rows:
+ *
+ * - A    plain TypeORM, one DataSource on `public`, no tenancy (baseline);
+ * - B1   typeorm-tenants, one tenant;
+ * - B100 typeorm-tenants, all tenants round-robin;
+ * - C    one DataSource, per op: QueryRunner + `SET search_path` + query + release;
+ * - D    one DataSource, per op: `BEGIN; SET LOCAL search_path; query; COMMIT`;
+ * - E    one DataSource with its own pool per tenant.
+ *
+ * Every contender has its own pool(s) and its own PostgreSQL
+ * application_name, so the connections each uses can be counted.
+ */
+export interface Contender {
+  readonly name: string;
+  readonly description: string;
+  /** application_name of its connections. */
+  readonly applicationName: string;
+  /** Tenants (schemas) it routes over. */
+  readonly tenants: number;
+  /** Configured size of its pool, or of each of its pools. */
+  readonly poolSize: number;
+  readonly pools: number;
+  readonly ops: Readonly<Record<Workload, Operation>>;
+  /** Connections its pool(s) hold now, as the client sees them. */
+  openConnections(): number;
+  close(): Promise<void>;
+}
+
+export interface ContenderSettings {
+  readonly url: string;
+  readonly poolSize: number;
+  readonly poolSizePerTenantE: number;
+  /** Idle connections stay this long in every pool (same for all contenders). */
+  readonly idleTimeoutMillis: number;
+}
+
+/** Short names for tables. */
+export const CONTENDER_LABELS: Readonly<Record<string, string>> = {
+  A: 'plain TypeORM (baseline)',
+  B1: 'typeorm-tenants, 1 tenant',
+  B100: 'typeorm-tenants, N tenants',
+  C: 'SET search_path per op',
+  D: 'BEGIN; SET LOCAL; COMMIT per op',
+  E: 'own pool per tenant',
+};
+
+export const CONTENDER_DESCRIPTIONS: Readonly<Record<string, string>> = {
+  A: 'plain TypeORM DataSource on one schema, no tenancy (baseline)',
+  B1: 'typeorm-tenants, 1 tenant: manager.run(slug, () => tenantContext.getRepository(Client)...)',
+  B100: 'typeorm-tenants, N tenants round-robin, one shared pool',
+  C: 'one DataSource; per op: QueryRunner, SET search_path, query, release',
+  D: 'one DataSource; per op: BEGIN; SET LOCAL search_path; query; COMMIT',
+  E: 'one DataSource with its own pool per tenant',
+};
+
+/** A new row per insert: TypeORM writes the generated id and defaults back into the object. */
+const row = (): Partial<Client> => ({ name: 'Bench Client', email: 'bench@example.test' });
+
+/** The primary key op `i` looks up: spread over 1..rows, the same sequence for every contender. */
+export function idFor(i: number, rows: number): number {
+  return 1 + (Math.imul(i, 0x9e3779b1) >>> 0) % rows;
+}
+
+export async function openContender(name: string, fixture: RoutingFixture, settings: ContenderSettings): Promise<Contender> {
+  switch (name) {
+    case 'A':
+      return openPlain(fixture, settings);
+    case 'B1':
+      return openTenants('B1', fixture, settings, [fixture.soloSlug]);
+    case 'B100':
+      return openTenants('B100', fixture, settings, fixture.tenantSlugs);
+    case 'C':
+      return openSearchPath(fixture, settings);
+    case 'D':
+      return openSetLocal(fixture, settings);
+    case 'E':
+      return openPoolPerTenant(fixture, settings);
+    default:
+      throw new Error(`Unknown contender "${name}"`);
+  }
+}
+
+function plainOptions(settings: ContenderSettings, applicationName: string, poolSize: number, schema?: string): DataSourceOptions {
+  return {
+    type: 'postgres',
+    url: settings.url,
+    ...(schema === undefined ? {} : { schema }),
+    entities: [Client, Project, Plan],
+    poolSize,
+    applicationName,
+    extra: { idleTimeoutMillis: settings.idleTimeoutMillis },
+  };
+}
+
+function poolConnections(dataSource: DataSource): number {
+  const pool = (dataSource.driver as PostgresDriver).master as { totalCount?: number } | undefined;
+  return pool?.totalCount ?? 0;
+}
+
+async function openPlain(fixture: RoutingFixture, settings: ContenderSettings): Promise<Contender> {
+  const dataSource = new DataSource(plainOptions(settings, 'bench-A', settings.poolSize));
+  await dataSource.initialize();
+  const clients: Repository<Client> = dataSource.getRepository(Client);
+  const rows = fixture.rowsPerSchema;
+  return {
+    name: 'A',
+    description: CONTENDER_DESCRIPTIONS.A!,
+    applicationName: 'bench-A',
+    tenants: 0,
+    poolSize: settings.poolSize,
+    pools: 1,
+    ops: {
+      find: (i) => clients.findOneBy({ id: idFor(i, rows) }),
+      insert: () => clients.insert(row()),
+    },
+    openConnections: () => poolConnections(dataSource),
+    close: () => dataSource.destroy(),
+  };
+}
+
+async function openTenants(name: 'B1' | 'B100', fixture: RoutingFixture, settings: ContenderSettings, slugs: readonly string[]): Promise<Contender> {
+  const applicationName = `bench-${name}`;
+  const manager = new TenantDataSourceManager({
+    dataSource: { type: 'postgres', url: settings.url, poolSize: settings.poolSize, applicationName },
+    entities: [Client, Project, Plan],
+    tenantMigrations,
+    sharedMigrations,
+    pool: { idleTimeoutMillis: settings.idleTimeoutMillis },
+  });
+  try {
+    await manager.initialize();
+  } catch (error) {
+    await manager.destroy().catch(() => undefined);
+    throw error;
+  }
+  const rows = fixture.rowsPerSchema;
+  const n = slugs.length;
+  const insert = (): Promise<unknown> => tenantContext.getRepository(Client).insert(row());
+  return {
+    name,
+    description: CONTENDER_DESCRIPTIONS[name]!,
+    applicationName,
+    tenants: n,
+    poolSize: settings.poolSize,
+    pools: 1,
+    ops: {
+      find: (i) => {
+        const id = idFor(i, rows);
+        return manager.run(slugs[i % n]!, () => tenantContext.getRepository(Client).findOneBy({ id }));
+      },
+      insert: (i) => manager.run(slugs[i % n]!, insert),
+    },
+    openConnections: () => manager.stats().pool.total,
+    close: () => manager.destroy(),
+  };
+}
+
+async function openSearchPath(fixture: RoutingFixture, settings: ContenderSettings): Promise<Contender> {
+  const dataSource = new DataSource(plainOptions(settings, 'bench-C', settings.poolSize));
+  await dataSource.initialize();
+  const setPath = fixture.tenantSchemas.map((s) => `SET search_path TO ${quoteIdent(s)}`);
+  const n = setPath.length;
+  const rows = fixture.rowsPerSchema;
+  const withTenant = async <T>(i: number, work: (runner: ReturnType<DataSource['createQueryRunner']>) => Promise<T>): Promise<T> => {
+    const runner = dataSource.createQueryRunner();
+    try {
+      await runner.query(setPath[i % n]!);
+      return await work(runner);
+    } finally {
+      await runner.release();
+    }
+  };
+  return {
+    name: 'C',
+    description: CONTENDER_DESCRIPTIONS.C!,
+    applicationName: 'bench-C',
+    tenants: n,
+    poolSize: settings.poolSize,
+    pools: 1,
+    ops: {
+      find: (i) => withTenant(i, (runner) => runner.manager.findOneBy(Client, { id: idFor(i, rows) })),
+      insert: (i) => withTenant(i, (runner) => runner.manager.insert(Client, row())),
+    },
+    openConnections: () => poolConnections(dataSource),
+    close: () => dataSource.destroy(),
+  };
+}
+
+async function openSetLocal(fixture: RoutingFixture, settings: ContenderSettings): Promise<Contender> {
+  const dataSource = new DataSource(plainOptions(settings, 'bench-D', settings.poolSize));
+  await dataSource.initialize();
+  const setLocal = fixture.tenantSchemas.map((s) => `SET LOCAL search_path TO ${quoteIdent(s)}`);
+  const n = setLocal.length;
+  const rows = fixture.rowsPerSchema;
+  return {
+    name: 'D',
+    description: CONTENDER_DESCRIPTIONS.D!,
+    applicationName: 'bench-D',
+    tenants: n,
+    poolSize: settings.poolSize,
+    pools: 1,
+    ops: {
+      find: (i) =>
+        dataSource.transaction(async (em) => {
+          await em.query(setLocal[i % n]!);
+          return em.findOneBy(Client, { id: idFor(i, rows) });
+        }),
+      insert: (i) =>
+        dataSource.transaction(async (em) => {
+          await em.query(setLocal[i % n]!);
+          return em.insert(Client, row());
+        }),
+    },
+    openConnections: () => poolConnections(dataSource),
+    close: () => dataSource.destroy(),
+  };
+}
+
+async function openPoolPerTenant(fixture: RoutingFixture, settings: ContenderSettings): Promise<Contender> {
+  const dataSources: DataSource[] = fixture.tenantSchemas.map(
+    (schema) => new DataSource(plainOptions(settings, 'bench-E', settings.poolSizePerTenantE, schema)),
+  );
+  const close = async (): Promise<void> => {
+    await Promise.all(dataSources.filter((ds) => ds.isInitialized).map((ds) => ds.destroy()));
+  };
+  try {
+    await inParallel(dataSources, 8, async (ds) => {
+      await ds.initialize();
+    });
+  } catch (error) {
+    await close().catch(() => undefined);
+    throw error;
+  }
+  const repositories = dataSources.map((ds) => ds.getRepository(Client));
+  const n = repositories.length;
+  const rows = fixture.rowsPerSchema;
+  return {
+    name: 'E',
+    description: CONTENDER_DESCRIPTIONS.E!,
+    applicationName: 'bench-E',
+    tenants: n,
+    poolSize: settings.poolSizePerTenantE,
+    pools: n,
+    ops: {
+      find: (i) => repositories[i % n]!.findOneBy({ id: idFor(i, rows) }),
+      insert: (i) => repositories[i % n]!.insert(row()),
+    },
+    openConnections: () => dataSources.reduce((sum, ds) => sum + poolConnections(ds), 0),
+    close,
+  };
+}
