@@ -82,7 +82,7 @@ async function main(): Promise<void> {
         `${stats.cachedDataSources} cached DataSources, ${stats.pool.total} PostgreSQL connections (pool max ${stats.pool.max}).`,
     );
 
-    for (const tenant of TENANTS) await manager.dropTenant(tenant.slug);
+    for (const tenant of TENANTS) await manager.dropTenant(tenant.slug, { force: true });
   } finally {
     await tenants?.destroy();
     await database.stop();

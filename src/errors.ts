@@ -30,6 +30,8 @@ export type TenancyErrorCode =
   | 'TENANT_ALREADY_EXISTS'
   | 'INVALID_TENANT_NAME'
   | 'TENANT_NOT_ACTIVE'
+  | 'TENANT_SUSPENDED'
+  | 'INVALID_TENANT_STATE'
   | 'TENANT_PROVISIONING_FAILED'
   | 'TENANT_MIGRATION_FAILED'
   | 'INVALID_ARGUMENT'
@@ -101,15 +103,43 @@ export class InvalidTenantNameError extends TenancyError {
 
 /** The tenant exists but its status is not `active`, so it is not served. */
 export class TenantNotActiveError extends TenancyError {
-  override readonly name = 'TenantNotActiveError';
-  readonly code = 'TENANT_NOT_ACTIVE';
-  readonly statusCode = 423;
+  override readonly name: 'TenantNotActiveError' | 'TenantSuspendedError' = 'TenantNotActiveError';
+  readonly code: 'TENANT_NOT_ACTIVE' | 'TENANT_SUSPENDED' = 'TENANT_NOT_ACTIVE';
+  readonly statusCode: number = 423;
 
   constructor(
     readonly slug: string,
     readonly status: string,
+    message = `Tenant "${slug}" is ${status}, not active, so it is not served. Make it active before running work in it.`,
   ) {
-    super(`Tenant "${slug}" is ${status}, not active, so it is not served. Make it active before running work in it.`);
+    super(message);
+  }
+}
+
+/** The tenant is suspended: not served, its data untouched, until `resumeTenant()`. */
+export class TenantSuspendedError extends TenantNotActiveError {
+  override readonly name = 'TenantSuspendedError';
+  override readonly code = 'TENANT_SUSPENDED';
+  override readonly statusCode = 403;
+
+  constructor(slug: string) {
+    super(slug, 'suspended', `Tenant "${slug}" is suspended, so it is not served; its data is kept. Resume it with resumeTenant("${slug}").`);
+  }
+}
+
+/** A lifecycle operation does not apply to the tenant's current status. */
+export class InvalidTenantStateError extends TenancyError {
+  override readonly name = 'InvalidTenantStateError';
+  readonly code = 'INVALID_TENANT_STATE';
+  readonly statusCode = 409;
+
+  constructor(
+    readonly slug: string,
+    readonly status: string,
+    operation: string,
+    hint: string,
+  ) {
+    super(`${operation} cannot run on tenant "${slug}": it is ${status}. ${hint}`);
   }
 }
 

@@ -13,13 +13,15 @@ export type {
 } from './migration/fleet-run';
 export {
   DEFAULT_DESTROY_TIMEOUT_MS,
+  DEFAULT_DROP_BATCH_SIZE,
   DEFAULT_LOCK_TIMEOUT_MS,
   DEFAULT_MAX_DATA_SOURCES,
   DEFAULT_REGISTRY_TABLE,
   DEFAULT_SHARED_SCHEMA,
   DEFAULT_TENANT_RECORD_TTL_MS,
 } from './manager/manager-options';
-export type { TenantDataSourceManagerOptions } from './manager/manager-options';
+export type { TenantDataSourceManagerOptions, TenantSeed, TenantSeedContext } from './manager/manager-options';
+export type { DropTenantOptions } from './lifecycle/tenant-lifecycle';
 export { DEFAULT_POOL_OPTIONS, DEFAULT_POOL_SIZE } from './data-source/shared-pool';
 export type { TenantConnectionOptions, TenantPoolOptions } from './data-source/shared-pool';
 export { tenantContext, TenantContext } from './context/tenant-context';
@@ -35,6 +37,8 @@ export {
   TenantAlreadyExistsError,
   InvalidTenantNameError,
   TenantNotActiveError,
+  TenantSuspendedError,
+  InvalidTenantStateError,
   TenantProvisioningError,
   TenantMigrationError,
   InvalidArgumentError,
@@ -44,3 +48,4 @@ export {
   AmbiguousManagerError,
 } from './errors';
 export type { TenancyErrorCode } from './errors';
+export type { TenantEventMap, TenantEventName } from './manager/tenant-events';

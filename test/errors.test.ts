@@ -16,6 +16,8 @@ import {
   TenantNotFoundError,
   TenantProvisioningError,
   TenantMigrationError,
+  TenantSuspendedError,
+  InvalidTenantStateError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -23,7 +25,9 @@ const samples: TenancyError[] = [
   new TenantNotFoundError('acme'),
   new TenantAlreadyExistsError('acme', 'acme', 'acme'),
   new InvalidTenantNameError('Acme', 'a slug is ...'),
-  new TenantNotActiveError('acme', 'suspended'),
+  new TenantNotActiveError('acme', 'archived'),
+  new TenantSuspendedError('acme'),
+  new InvalidTenantStateError('acme', 'active', 'dropTenant()', 'Suspend or archive it first, or pass { force: true }.'),
   new TenantProvisioningError('acme', 'CreateClient1700000000001', Object.assign(new Error('boom'), { code: '42P01' })),
   new TenantMigrationError('acme', 'AddPhone1700000000003', Object.assign(new Error('check violated'), { code: '23514' })),
   new InvalidArgumentError('The tenant name must be a string of 1 to 500 characters; got 42.'),

@@ -1,4 +1,19 @@
+import type { EntityManager } from 'typeorm';
 import type { TenantConnectionOptions, TenantPoolOptions } from '../data-source/shared-pool';
+import type { TenantRecord } from '../registry/tenant-record';
+
+/** What a seed hook gets: the new tenant, inside its creation transaction. */
+export interface TenantSeedContext {
+  /** The tenant's registry record (committed with everything else, or not at all). */
+  readonly tenant: TenantRecord;
+  /** The creation transaction's EntityManager, bound to the new tenant's schema. */
+  readonly manager: EntityManager;
+  /** Raw SQL in the creation transaction; unqualified names resolve in the tenant schema, then the shared one. */
+  query(sql: string, parameters?: unknown[]): Promise<any>;
+}
+
+/** Fills a new tenant with its starting data, inside the creation transaction: a throw rolls the tenant back. */
+export type TenantSeed = (context: TenantSeedContext) => Promise<void>;
 
 /** Options of `TenantDataSourceManager`. */
 export interface TenantDataSourceManagerOptions {
@@ -42,6 +57,10 @@ export interface TenantDataSourceManagerOptions {
   readonly destroyTimeoutMs?: number;
   /** Longest wait for a row or advisory lock in provisioning and dropping, in milliseconds. Default 30,000. */
   readonly lockTimeoutMs?: number;
+  /** Relations dropped per transaction by `dropTenant`, to stay under `max_locks_per_transaction`. Default 50. */
+  readonly dropBatchSize?: number;
+  /** Seeds every new tenant inside its creation transaction (per call: `createTenant(slug, { seed })`). */
+  readonly seed?: TenantSeed;
   /** Settings of the shared pool: connection recycling and timeouts. */
   readonly pool?: TenantPoolOptions;
   /**
@@ -58,3 +77,4 @@ export const DEFAULT_REGISTRY_TABLE = 'tenants';
 export const DEFAULT_TENANT_RECORD_TTL_MS = 5_000;
 export const DEFAULT_DESTROY_TIMEOUT_MS = 10_000;
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+export const DEFAULT_DROP_BATCH_SIZE = 50;

@@ -24,11 +24,14 @@ import {
   TenantNotActiveError,
   TenantNotFoundError,
   TenantProvisioningError,
+  TenantSuspendedError,
   sqlStateOf,
 } from '../errors';
 import type { FleetReport, FleetRunOptions, FleetTenantResult } from '../migration/fleet-run';
 import { FleetMigrator, type FleetMigrationOptions, type TenantMigrationStatus } from '../migration/fleet-migrator';
 import { MigrationLedger } from '../migration/migration-ledger';
+import { TenantLifecycle, type DropTenantOptions } from '../lifecycle/tenant-lifecycle';
+import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenant-events';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
 import { validatePlainIdentifier } from '../naming/plain-identifier';
 import { quoteIdent } from '../naming/quote-ident';
@@ -37,18 +40,22 @@ import type { TenantRecord } from '../registry/tenant-record';
 import { TenantRegistry, type SqlRunner } from '../registry/tenant-registry';
 import {
   DEFAULT_DESTROY_TIMEOUT_MS,
+  DEFAULT_DROP_BATCH_SIZE,
   DEFAULT_LOCK_TIMEOUT_MS,
   DEFAULT_MAX_DATA_SOURCES,
   DEFAULT_REGISTRY_TABLE,
   DEFAULT_SHARED_SCHEMA,
   DEFAULT_TENANT_RECORD_TTL_MS,
   type TenantDataSourceManagerOptions,
+  type TenantSeed,
 } from './manager-options';
 
 /** What `createTenant` takes besides the slug. */
 export interface CreateTenantOptions {
   /** Display name. Default: the slug. */
   readonly name?: string;
+  /** Seeds the new tenant inside the creation transaction; overrides the manager's `seed` option. */
+  readonly seed?: TenantSeed;
 }
 
 /** Counters and gauges of a manager, for dashboards and tests. */
@@ -81,6 +88,8 @@ interface ResolvedOptions {
   readonly tenantRecordTtlMs: number;
   readonly destroyTimeoutMs: number;
   readonly lockTimeoutMs: number;
+  readonly dropBatchSize: number;
+  readonly seed: TenantSeed | undefined;
   readonly pool: Required<TenantPoolOptions>;
   readonly onPoolError: (error: Error) => void;
 }
@@ -138,6 +147,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #facade: PgDriverFacade | undefined;
   #shared: DataSource | undefined;
   #fleet: FleetMigrator | undefined;
+  #lifecycle: TenantLifecycle | undefined;
+  readonly #events = new TenantEvents();
   #driverFacts: DriverFacts | undefined;
   #reserved: ReservedNames;
   #pinned = false;
@@ -217,9 +228,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     if (typeof name !== 'string' || name.length === 0 || name.length > 500) {
       throw new InvalidArgumentError(`The tenant name must be a string of 1 to 500 characters; got ${JSON.stringify(name)}.`);
     }
+    const seed = options.seed ?? this.#options.seed;
     const dataSource = await this.#buildTenantDataSource(schemaName);
     try {
-      return await this.#inLockedTransaction(dataSource, `schema:${schemaName}`, async (runner) => {
+      const created = await this.#inLockedTransaction(dataSource, `schema:${schemaName}`, async (runner) => {
         const existing = await this.#registry.findConflict(runner, slug, schemaName);
         if (existing !== undefined) throw new TenantAlreadyExistsError(slug, schemaName, existing.slug);
         try {
@@ -230,9 +242,12 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         }
         await applyPendingMigrations(dataSource, runner, [schemaName, this.#options.sharedSchema]);
         const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
+        await seed?.({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) });
         await this.#ledger.syncTenant(runner, slug, schemaName);
         return record;
       });
+      this.#events.emit('created', { tenant: created });
+      return created;
     } catch (error) {
       if (error instanceof TenancyError) throw error;
       if (error instanceof MigrationFailure) throw new TenantProvisioningError(slug, error.migration, error.cause);
@@ -243,22 +258,73 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   }
 
   /**
-   * Drops a tenant: its schema (with every table) and its registry row, in
-   * one transaction, and closes its cached DataSource once no run holds it.
-   * Later `run()` for it gets `TenantNotFoundError`.
+   * Drops a tenant: its tables, its schema and its registry row. The tenant
+   * is first marked `dropping` (not served from then on); its relations are
+   * then dropped a batch at a time (`dropBatchSize` per transaction), so a
+   * tenant with thousands of tables does not exhaust
+   * `max_locks_per_transaction`; last, schema and row go together. A crash in
+   * between leaves it `dropping`, and calling `dropTenant` again completes it.
+   * An active tenant must be suspended or archived first, or dropped with
+   * `{ force: true }`. Its cached DataSource closes once no run holds it.
    *
    * @throws TenantNotFoundError when no such tenant exists.
+   * @throws InvalidTenantStateError for an active tenant without `{ force: true }`.
    */
-  async dropTenant(slug: string): Promise<void> {
+  async dropTenant(slug: string, options: DropTenantOptions = {}): Promise<void> {
     this.#assertReady('dropTenant()');
     const schemaName = validateTenantSlug(slug, this.#reserved);
-    await this.#inLockedTransaction(this.#shared!, `schema:${schemaName}`, async (runner) => {
-      const tenant = await this.#registry.find(runner, slug);
-      if (tenant === undefined) throw new TenantNotFoundError(slug);
-      await runner.query(`DROP SCHEMA IF EXISTS ${quoteIdent(tenant.schemaName)} CASCADE`);
-      await this.#registry.delete(runner, slug);
-    });
-    this.#cache.evict(slug);
+    await this.#lifecycle!.drop(slug, schemaName, options);
+  }
+
+  /**
+   * Suspends an active tenant: `run()` then throws `TenantSuspendedError`;
+   * its data is untouched. Suspending a suspended tenant does nothing.
+   *
+   * @throws TenantNotFoundError; InvalidTenantStateError when it is archived or being dropped.
+   */
+  async suspendTenant(slug: string): Promise<TenantRecord> {
+    this.#assertReady('suspendTenant()');
+    return this.#lifecycle!.suspend(slug, validateTenantSlug(slug, this.#reserved));
+  }
+
+  /** Makes a suspended tenant active again. */
+  async resumeTenant(slug: string): Promise<TenantRecord> {
+    this.#assertReady('resumeTenant()');
+    return this.#lifecycle!.resume(slug, validateTenantSlug(slug, this.#reserved));
+  }
+
+  /**
+   * Archives an active or suspended tenant: not served, data kept, its schema
+   * renamed to a reserved archive name (an instant operation). Undo with
+   * `restoreTenant()`.
+   */
+  async archiveTenant(slug: string): Promise<TenantRecord> {
+    this.#assertReady('archiveTenant()');
+    return this.#lifecycle!.archive(slug, validateTenantSlug(slug, this.#reserved));
+  }
+
+  /**
+   * Restores an archived tenant: its schema gets its name back, its pending
+   * tenant migrations are applied in the same transaction, and it is active.
+   */
+  async restoreTenant(slug: string): Promise<TenantRecord> {
+    this.#assertReady('restoreTenant()');
+    return this.#lifecycle!.restore(slug, validateTenantSlug(slug, this.#reserved));
+  }
+
+  /**
+   * Subscribes to a lifecycle event (`created`, `migrated`,
+   * `migration-failed`, `suspended`, `resumed`, `archived`, `restored`,
+   * `dropped`), emitted after the change has committed. Returns a function
+   * that unsubscribes.
+   *
+   * @example
+   * ```ts
+   * const off = tenants.on('suspended', ({ tenant }) => log.info(`suspended ${tenant.slug}`));
+   * ```
+   */
+  on<E extends TenantEventName>(event: E, listener: (payload: TenantEventMap[E]) => void): () => void {
+    return this.#events.on(event, listener);
   }
 
   /**
@@ -366,7 +432,14 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async migrateTenants(options: FleetMigrationOptions = {}): Promise<FleetReport> {
     this.#assertReady('migrateTenants()');
     this.#validateFleetOptions(options);
-    return this.#fleet!.migrateTenants(options);
+    return this.#fleet!.migrateTenants({
+      ...options,
+      onProgress: (result, done, total) => {
+        if (result.status === 'migrated') this.#events.emit('migrated', { slug: result.slug, applied: result.applied });
+        if (result.status === 'failed' && result.error !== undefined) this.#events.emit('migration-failed', { slug: result.slug, error: result.error });
+        options.onProgress?.(result, done, total);
+      },
+    });
   }
 
   /**
@@ -385,7 +458,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * transaction, and returns its report line (status `reverted`, or
    * `up-to-date` when nothing was applied).
    *
-   * @throws TenantNotFoundError for an unknown tenant; TenantNotActiveError when it is not active.
+   * @throws TenantNotFoundError for an unknown tenant; TenantNotActiveError when it is archived or being dropped.
    * @throws TenantMigrationError when the migration's `down()` fails (the tenant is unchanged).
    */
   async revertTenant(slug: string): Promise<FleetTenantResult> {
@@ -393,7 +466,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     validateTenantSlug(slug, this.#reserved);
     const tenant = await this.#registry.find(this.#shared!, slug);
     if (tenant === undefined) throw new TenantNotFoundError(slug);
-    if (tenant.status !== 'active') throw new TenantNotActiveError(slug, tenant.status);
+    if (tenant.status !== 'active' && tenant.status !== 'suspended') throw notServedError(slug, tenant.status);
     return this.#fleet!.revertTenant(tenant);
   }
 
@@ -518,6 +591,19 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
       inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
     });
+    this.#lifecycle = new TenantLifecycle({
+      sharedDataSource: shared,
+      registry: this.#registry,
+      events: this.#events,
+      dropBatchSize: options.dropBatchSize,
+      inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
+      evict: (slug) => this.#cache.evict(slug),
+      buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
+      migrateInTransaction: async (dataSource, runner, slug, schemaName) => {
+        await applyPendingMigrations(dataSource, runner, [schemaName, options.sharedSchema]);
+        await this.#ledger.syncTenant(runner, slug, schemaName);
+      },
+    });
     this.#state = 'ready';
     registerLiveOwner(this);
   }
@@ -607,7 +693,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       }
       if (cached.record.status !== 'active') {
         this.#cache.evict(slug);
-        throw new TenantNotActiveError(slug, cached.record.status);
+        throw notServedError(slug, cached.record.status);
       }
       return lease;
     } catch (error) {
@@ -620,7 +706,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async #openTenant(slug: string): Promise<CachedTenant> {
     const record = await this.#registry.find(this.#shared!, slug);
     if (record === undefined) throw new TenantNotFoundError(slug);
-    if (record.status !== 'active') throw new TenantNotActiveError(slug, record.status);
+    if (record.status !== 'active') throw notServedError(slug, record.status);
     const dataSource = await this.#buildTenantDataSource(record.schemaName);
     return { dataSource, record, checkedAt: Date.now(), runState: { owner: this, tenant: record, dataSource } };
   }
@@ -742,6 +828,8 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     tenantRecordTtlMs: nonNegative(options.tenantRecordTtlMs ?? DEFAULT_TENANT_RECORD_TTL_MS, 'tenantRecordTtlMs'),
     destroyTimeoutMs: nonNegative(options.destroyTimeoutMs ?? DEFAULT_DESTROY_TIMEOUT_MS, 'destroyTimeoutMs'),
     lockTimeoutMs: nonNegative(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs'),
+    dropBatchSize: positiveInteger(options.dropBatchSize ?? DEFAULT_DROP_BATCH_SIZE, 'dropBatchSize'),
+    seed: options.seed,
     pool: Object.freeze(pool),
     onPoolError:
       options.onPoolError ??
@@ -766,4 +854,8 @@ function nonNegative(value: unknown, option: string): number {
 function migrationNameOf(migrationClass: Function): string {
   const instance = new (migrationClass as new () => MigrationInterface)();
   return instance.name ?? migrationClass.name;
+}
+
+function notServedError(slug: string, status: string): TenantNotActiveError {
+  return status === 'suspended' ? new TenantSuspendedError(slug) : new TenantNotActiveError(slug, status);
 }

@@ -37,7 +37,9 @@ export interface SchemaAccess {
   inLockedTransaction<T>(dataSource: DataSource, lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T>;
 }
 
-const MIGRATABLE: readonly TenantStatus[] = ['active'];
+// Suspended tenants are migrated too, so that resuming one serves a current
+// schema; archived ones are brought up to date by restoreTenant().
+const MIGRATABLE: readonly TenantStatus[] = ['active', 'suspended'];
 
 /**
  * Migrations over the whole fleet of tenants: which tenants have something

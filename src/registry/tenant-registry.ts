@@ -69,6 +69,16 @@ export class TenantRegistry {
     return toRecord(rows[0]!);
   }
 
+  /** Sets the tenant's status and returns the updated record. */
+  async setStatus(sql: SqlRunner, slug: string, status: TenantStatus): Promise<TenantRecord> {
+    // Wrapped in a SELECT: TypeORM returns [rows, count] for a bare UPDATE.
+    const rows: TenantRow[] = await sql.query(
+      `WITH updated AS (UPDATE ${this.#table} SET status = $2 WHERE slug = $1 RETURNING ${COLUMNS}) SELECT * FROM updated`,
+      [slug, status],
+    );
+    return toRecord(rows[0]!);
+  }
+
   async delete(sql: SqlRunner, slug: string): Promise<void> {
     await sql.query(`DELETE FROM ${this.#table} WHERE slug = $1`, [slug]);
   }

@@ -83,7 +83,7 @@ describe('Shared pool: connections bounded by the pool size, whatever the tenant
     expect(masterOf(dsA), 'the shared DataSource uses it too').to.equal(masterOf(manager.sharedDataSource));
 
     await manager.run(b!, () => tenantContext.getRepository(Client).save({ name: 'B', email: 'b@b.test' }));
-    await manager.dropTenant(a!);
+    await manager.dropTenant(a!, { force: true });
     await settle(() => !dsA.isInitialized);
     expect(dsA.isInitialized, 'the dropped tenant\'s DataSource is closed').to.equal(false);
 

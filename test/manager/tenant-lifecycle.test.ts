@@ -136,7 +136,7 @@ describe('TenantDataSourceManager: tenant lifecycle', () => {
     const record = await manager.createTenant(slug);
     const dataSource = await manager.getDataSource(slug);
     expect(manager.stats().cachedDataSources).to.equal(1);
-    await manager.dropTenant(slug);
+    await manager.dropTenant(slug, { force: true });
     expect(await schemaExists(record.schemaName)).to.equal(false);
     expect(await manager.getTenant(slug)).to.equal(undefined);
     expect(manager.stats().cachedDataSources).to.equal(0);
@@ -170,7 +170,7 @@ describe('TenantDataSourceManager: tenant lifecycle', () => {
     const slug = uniqueSlug('gone');
     await manager.createTenant(slug);
     await manager.run(slug, () => 1);
-    await other.dropTenant(slug);
+    await other.dropTenant(slug, { force: true });
     await expect(manager.run(slug, () => 1)).to.be.rejectedWith(TenantNotFoundError);
   });
 

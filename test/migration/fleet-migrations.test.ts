@@ -199,19 +199,19 @@ describe('Fleet migrations: migrateTenants, the ledger, revert', () => {
     expect((await next.migrationStatus()).every((s) => s.pending.length === 0)).to.equal(true);
   });
 
-  it('named tenants are validated before anything runs; suspended ones are skipped; a no-op run opens no DataSource', async () => {
+  it('named tenants are validated before anything runs; archived ones are skipped; a no-op run opens no DataSource', async () => {
     const { next, slugs, registryTable } = await fleet(3, 'nam');
     await expect(next.migrateTenants({ tenants: [slugs[0]!, 'Bad Slug'] })).to.be.rejectedWith(InvalidTenantNameError);
     await expect(next.migrateTenants({ tenants: [slugs[0]!, 'nobody-here'] })).to.be.rejectedWith(TenantNotFoundError);
     expect(await hasPhoneColumn(slugs[0]!), 'nothing ran').to.equal(false);
 
-    await adminQuery(`UPDATE public."${registryTable}" SET status = 'suspended' WHERE slug = $1`, [slugs[2]]);
+    await adminQuery(`UPDATE public."${registryTable}" SET status = 'archived' WHERE slug = $1`, [slugs[2]]);
     const report = await next.migrateTenants({ tenants: [slugs[0]!, slugs[2]!] });
     expect(report.results.map((r) => [r.slug, r.status])).to.deep.equal([
       [slugs[0], 'migrated'],
       [slugs[2], 'skipped'],
     ]);
-    expect(report.results[1]?.error?.message).to.include('suspended');
+    expect(report.results[1]?.error?.message).to.include('archived');
 
     await next.migrateTenants();
     const missesBefore = next.stats().misses;

@@ -211,7 +211,7 @@ describe('naming: a slug with "-" works end to end', () => {
     // An upper-case spelling is not another way in.
     await expect(manager.run(slug.toUpperCase(), () => 1)).to.be.rejectedWith(InvalidTenantNameError);
 
-    await manager.dropTenant(slug);
+    await manager.dropTenant(slug, { force: true });
     expect(await schemaExists(schema)).to.equal(false);
     expect(await snapshot()).to.deep.equal(before);
   });

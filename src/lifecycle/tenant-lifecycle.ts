@@ -1,0 +1,182 @@
+import type { DataSource, QueryRunner } from 'typeorm';
+import { InvalidTenantStateError, TenantNotFoundError, sqlStateOf } from '../errors';
+import type { TenantEvents } from '../manager/tenant-events';
+import { archiveSchemaName } from '../naming/derived-schema-name';
+import { quoteIdent } from '../naming/quote-ident';
+import type { SqlRunner, TenantRegistry } from '../registry/tenant-registry';
+import type { TenantRecord, TenantStatus } from '../registry/tenant-record';
+
+/** What `dropTenant` takes besides the slug. */
+export interface DropTenantOptions {
+  /** Drop an active tenant without suspending or archiving it first. Default false. */
+  readonly force?: boolean;
+}
+
+/** What the lifecycle needs from the manager. */
+export interface LifecycleAccess {
+  readonly sharedDataSource: DataSource;
+  readonly registry: TenantRegistry;
+  readonly events: TenantEvents;
+  /** Relations dropped per transaction when dropping a tenant. */
+  readonly dropBatchSize: number;
+  inLockedTransaction<T>(dataSource: DataSource, lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T>;
+  /** Forgets the tenant's cached DataSource and record in this process. */
+  evict(slug: string): void;
+  /** A fresh DataSource bound to `schemaName` over the shared pool; the caller destroys it. */
+  buildTenantDataSource(schemaName: string): Promise<DataSource>;
+  /** Applies pending tenant migrations with `dataSource` (bound to the tenant) inside `runner`'s transaction, and updates the ledger. */
+  migrateInTransaction(dataSource: DataSource, runner: QueryRunner & SqlRunner, slug: string, schemaName: string): Promise<void>;
+}
+
+type Transition = 'suspended' | 'resumed' | 'archived' | 'restored';
+
+// DROP statement per pg_class.relkind; dropping the tables first, a few per
+// transaction, keeps each transaction's lock count small.
+const DROP_BY_KIND: Readonly<Record<string, string>> = {
+  r: 'TABLE',
+  p: 'TABLE',
+  f: 'FOREIGN TABLE',
+  m: 'MATERIALIZED VIEW',
+  v: 'VIEW',
+};
+
+/**
+ * Tenant status changes: suspend and resume (not served, data untouched),
+ * archive and restore (the schema renamed to a reserved archive name and
+ * back, an instant operation), and dropping in batches. Every change runs in
+ * a transaction holding the tenant schema's advisory lock, so it serialises
+ * with provisioning and migrations of that tenant.
+ */
+export class TenantLifecycle {
+  readonly #access: LifecycleAccess;
+
+  constructor(access: LifecycleAccess) {
+    this.#access = access;
+  }
+
+  suspend(slug: string, schemaName: string): Promise<TenantRecord> {
+    return this.#transition(slug, schemaName, 'suspendTenant()', ['active'], 'suspended', 'suspended', 'Only an active tenant can be suspended.');
+  }
+
+  resume(slug: string, schemaName: string): Promise<TenantRecord> {
+    return this.#transition(slug, schemaName, 'resumeTenant()', ['suspended'], 'active', 'resumed', 'Only a suspended tenant can be resumed; an archived one is restored with restoreTenant().');
+  }
+
+  archive(slug: string, schemaName: string): Promise<TenantRecord> {
+    return this.#transition(
+      slug,
+      schemaName,
+      'archiveTenant()',
+      ['active', 'suspended'],
+      'archived',
+      'archived',
+      'Only an active or suspended tenant can be archived.',
+      (runner) => runner.query(`ALTER SCHEMA ${quoteIdent(schemaName)} RENAME TO ${quoteIdent(archiveSchemaName(schemaName))}`),
+    );
+  }
+
+  async restore(slug: string, schemaName: string): Promise<TenantRecord> {
+    // Migrations must run on a DataSource bound to the tenant schema (TypeORM
+    // resolves table names with the runner's DataSource), so the whole
+    // restore runs on one.
+    const dataSource = await this.#access.buildTenantDataSource(schemaName);
+    try {
+      return await this.#transition(
+        slug,
+        schemaName,
+        'restoreTenant()',
+        ['archived'],
+        'active',
+        'restored',
+        'Only an archived tenant can be restored; a suspended one is resumed with resumeTenant().',
+        async (runner) => {
+          await runner.query(`ALTER SCHEMA ${quoteIdent(archiveSchemaName(schemaName))} RENAME TO ${quoteIdent(schemaName)}`);
+          await this.#access.migrateInTransaction(dataSource, runner, slug, schemaName);
+        },
+        dataSource,
+      );
+    } finally {
+      await dataSource.destroy();
+    }
+  }
+
+  /**
+   * Drops the tenant in three steps, each its own transaction: mark it
+   * `dropping` (not served from then on), drop its relations a batch at a
+   * time, then drop the schema and the registry row together. A crash in
+   * between leaves it `dropping`; calling `drop` again completes it.
+   */
+  async drop(slug: string, schemaName: string, options: DropTenantOptions): Promise<void> {
+    const access = this.#access;
+    const lock = `schema:${schemaName}`;
+    await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
+      const tenant = await access.registry.find(runner, slug);
+      if (tenant === undefined) throw new TenantNotFoundError(slug);
+      if (tenant.status === 'active' && options.force !== true) {
+        throw new InvalidTenantStateError(slug, 'active', 'dropTenant()', `Suspend or archive it first, or call dropTenant("${slug}", { force: true }).`);
+      }
+      if (tenant.status !== 'dropping') await access.registry.setStatus(runner, slug, 'dropping');
+    });
+    access.evict(slug);
+
+    const schemas = [schemaName, archiveSchemaName(schemaName)];
+    for (;;) {
+      const dropped = await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
+        const relations: Array<{ schema: string; name: string; kind: string }> = await runner.query(
+          `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = ANY($1::text[]) AND c.relkind = ANY($2::"char"[]) AND NOT c.relispartition
+            ORDER BY c.oid LIMIT $3`,
+          [schemas, Object.keys(DROP_BY_KIND), access.dropBatchSize],
+        );
+        for (const relation of relations) {
+          await runner.query(`DROP ${DROP_BY_KIND[relation.kind]} IF EXISTS ${quoteIdent(relation.schema)}.${quoteIdent(relation.name)} CASCADE`);
+        }
+        return relations.length;
+      });
+      if (dropped === 0) break;
+    }
+
+    await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
+      for (const schema of schemas) await runner.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
+      await access.registry.delete(runner, slug);
+    });
+    access.evict(slug);
+    access.events.emit('dropped', { slug, schemaName });
+  }
+
+  async #transition(
+    slug: string,
+    schemaName: string,
+    operation: string,
+    from: readonly TenantStatus[],
+    to: TenantStatus,
+    event: Transition,
+    hint: string,
+    change?: (runner: QueryRunner & SqlRunner) => Promise<unknown>,
+    dataSource?: DataSource,
+  ): Promise<TenantRecord> {
+    const access = this.#access;
+    const outcome = await access.inLockedTransaction(dataSource ?? access.sharedDataSource, `schema:${schemaName}`, async (runner) => {
+      const tenant = await access.registry.find(runner, slug);
+      if (tenant === undefined) throw new TenantNotFoundError(slug);
+      if (tenant.status === to && event !== 'restored') return { tenant, changed: false };
+      if (!from.includes(tenant.status)) throw new InvalidTenantStateError(slug, tenant.status, operation, hint);
+      try {
+        await change?.(runner);
+      } catch (error) {
+        // 42P06: the target schema name is taken (for instance a stray schema of that name).
+        if (sqlStateOf(error) === '42P06') {
+          throw new InvalidTenantStateError(slug, tenant.status, operation, `A schema named like its ${event === 'archived' ? 'archive' : 'schema'} already exists; rename or drop it first.`);
+        }
+        throw error;
+      }
+      return { tenant: await access.registry.setStatus(runner, slug, to), changed: true };
+    });
+    // Changes made here take effect at once in this process; other processes
+    // see them when their cached record expires (tenantRecordTtlMs).
+    access.evict(slug);
+    if (outcome.changed) access.events.emit(event, { tenant: outcome.tenant });
+    return outcome.tenant;
+  }
+}

@@ -1,0 +1,21 @@
+import { createHash } from 'node:crypto';
+import { LIBRARY_SCHEMA_PREFIX } from './tenant-slug';
+
+/**
+ * Name of the schema an archived tenant's schema is renamed to. Derived with
+ * a short hash (never by concatenation, which PostgreSQL would silently
+ * truncate to 63 bytes into a collision), under the library's reserved
+ * prefix, so no tenant can ever take it.
+ *
+ * @example
+ * ```ts
+ * archiveSchemaName('acme'); // 'typeorm_tenants_archive_' + 16 hex digits
+ * ```
+ */
+export function archiveSchemaName(schemaName: string): string {
+  return `${LIBRARY_SCHEMA_PREFIX}archive_${shortHash(schemaName)}`;
+}
+
+function shortHash(value: string): string {
+  return createHash('sha256').update(value).digest('hex').slice(0, 16);
+}
