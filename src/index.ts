@@ -22,6 +22,7 @@ export {
 } from './manager/manager-options';
 export type { TenantDataSourceManagerOptions, TenantSeed, TenantSeedContext } from './manager/manager-options';
 export type { DropTenantOptions } from './lifecycle/tenant-lifecycle';
+export type { WarmPoolOptions } from './provisioning/warm-pool';
 export { DEFAULT_POOL_OPTIONS, DEFAULT_POOL_SIZE } from './data-source/shared-pool';
 export type { TenantConnectionOptions, TenantPoolOptions } from './data-source/shared-pool';
 export { tenantContext, TenantContext } from './context/tenant-context';

@@ -1,5 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import type { TenantConnectionOptions, TenantPoolOptions } from '../data-source/shared-pool';
+import type { WarmPoolOptions } from '../provisioning/warm-pool';
 import type { TenantRecord } from '../registry/tenant-record';
 
 /** What a seed hook gets: the new tenant, inside its creation transaction. */
@@ -61,6 +62,16 @@ export interface TenantDataSourceManagerOptions {
   readonly dropBatchSize?: number;
   /** Seeds every new tenant inside its creation transaction (per call: `createTenant(slug, { seed })`). */
   readonly seed?: TenantSeed;
+  /**
+   * Keep `size` spare, fully migrated tenant schemas ready, so that
+   * `createTenant` claims one (rename + registry row, one short transaction)
+   * instead of running every migration inline. Refilled in the background;
+   * spares are brought up to date by `migrateTenants()` and by refills.
+   * Default: no warm pool.
+   */
+  readonly warmPool?: WarmPoolOptions;
+  /** Called when background work (the warm pool refill) fails. Default: a process warning. */
+  readonly onBackgroundError?: (error: Error) => void;
   /** Settings of the shared pool: connection recycling and timeouts. */
   readonly pool?: TenantPoolOptions;
   /**

@@ -31,10 +31,11 @@ import type { FleetReport, FleetRunOptions, FleetTenantResult } from '../migrati
 import { FleetMigrator, type FleetMigrationOptions, type TenantMigrationStatus } from '../migration/fleet-migrator';
 import { MigrationLedger } from '../migration/migration-ledger';
 import { TenantLifecycle, type DropTenantOptions } from '../lifecycle/tenant-lifecycle';
+import { WarmPool, type WarmPoolOptions } from '../provisioning/warm-pool';
 import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenant-events';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
 import { validatePlainIdentifier } from '../naming/plain-identifier';
-import { quoteIdent } from '../naming/quote-ident';
+import { quoteIdent, quoteIdentList } from '../naming/quote-ident';
 import { validateTenantSlug, type ReservedNames } from '../naming/tenant-slug';
 import type { TenantRecord } from '../registry/tenant-record';
 import { TenantRegistry, type SqlRunner } from '../registry/tenant-registry';
@@ -90,6 +91,8 @@ interface ResolvedOptions {
   readonly lockTimeoutMs: number;
   readonly dropBatchSize: number;
   readonly seed: TenantSeed | undefined;
+  readonly warmPool: WarmPoolOptions | undefined;
+  readonly onBackgroundError: (error: Error) => void;
   readonly pool: Required<TenantPoolOptions>;
   readonly onPoolError: (error: Error) => void;
 }
@@ -148,6 +151,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #shared: DataSource | undefined;
   #fleet: FleetMigrator | undefined;
   #lifecycle: TenantLifecycle | undefined;
+  #warmPool: WarmPool | undefined;
   readonly #events = new TenantEvents();
   #driverFacts: DriverFacts | undefined;
   #reserved: ReservedNames;
@@ -229,23 +233,31 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       throw new InvalidArgumentError(`The tenant name must be a string of 1 to 500 characters; got ${JSON.stringify(name)}.`);
     }
     const seed = options.seed ?? this.#options.seed;
+    let claimed = false;
     const dataSource = await this.#buildTenantDataSource(schemaName);
     try {
       const created = await this.#inLockedTransaction(dataSource, `schema:${schemaName}`, async (runner) => {
         const existing = await this.#registry.findConflict(runner, slug, schemaName);
         if (existing !== undefined) throw new TenantAlreadyExistsError(slug, schemaName, existing.slug);
+        const searchPath = [schemaName, this.#options.sharedSchema];
         try {
-          await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
+          if (await this.#warmPool?.claim(runner, schemaName)) {
+            claimed = true;
+            await runner.query(`SET LOCAL search_path TO ${quoteIdentList(searchPath)}`); // for the seed hook
+          } else {
+            await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
+          }
         } catch (error) {
           if (sqlStateOf(error) === '42P06') throw new TenantAlreadyExistsError(slug, schemaName, undefined);
           throw error;
         }
-        await applyPendingMigrations(dataSource, runner, [schemaName, this.#options.sharedSchema]);
+        if (!claimed) await applyPendingMigrations(dataSource, runner, searchPath);
         const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
         await seed?.({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) });
         await this.#ledger.syncTenant(runner, slug, schemaName);
         return record;
       });
+      if (claimed) this.#warmPool!.refillInBackground();
       this.#events.emit('created', { tenant: created });
       return created;
     } catch (error) {
@@ -432,7 +444,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async migrateTenants(options: FleetMigrationOptions = {}): Promise<FleetReport> {
     this.#assertReady('migrateTenants()');
     this.#validateFleetOptions(options);
-    return this.#fleet!.migrateTenants({
+    const report = await this.#fleet!.migrateTenants({
       ...options,
       onProgress: (result, done, total) => {
         if (result.status === 'migrated') this.#events.emit('migrated', { slug: result.slug, applied: result.applied });
@@ -440,6 +452,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         options.onProgress?.(result, done, total);
       },
     });
+    // Spare schemas are part of the fleet: bring them up to date too.
+    if (this.#warmPool !== undefined && options.signal?.aborted !== true) await this.#warmPool.refill();
+    return report;
   }
 
   /**
@@ -500,6 +515,25 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     return this.#inLockedTransaction(shared, 'initialize', (runner) =>
       applyPendingMigrations(shared, runner, [this.#options.sharedSchema]),
     );
+  }
+
+  /**
+   * Brings the warm pool's spare schemas up to date and tops it up to its
+   * size; resolves when done. Runs in the background after each claim and at
+   * `initialize()`; call it to wait for a full pool.
+   *
+   * @throws InvalidArgumentError when the manager has no `warmPool` option.
+   */
+  async refillWarmPool(): Promise<void> {
+    this.#assertReady('refillWarmPool()');
+    if (this.#warmPool === undefined) throw new InvalidArgumentError('refillWarmPool() needs the manager option warmPool: { size }.');
+    await this.#warmPool.refill();
+  }
+
+  /** Spare schemas in the warm pool, and how many have every tenant migration (zeros without a warm pool). */
+  async warmPoolStatus(): Promise<{ total: number; ready: number }> {
+    this.#assertReady('warmPoolStatus()');
+    return this.#warmPool === undefined ? { total: 0, ready: 0 } : this.#warmPool.count(this.#shared!);
   }
 
   /** Cache counters and the shared pool's gauges. */
@@ -569,6 +603,21 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     (shared.driver as PostgresDriver).searchSchema = options.sharedSchema;
     await shared.initialize();
     this.#shared = shared;
+    if (options.warmPool !== undefined) {
+      this.#warmPool = new WarmPool(
+        {
+          sharedDataSource: shared,
+          sharedSchema: options.sharedSchema,
+          tenantMigrationNames: this.#tenantMigrationNames,
+          buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
+          inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
+          isServing: () => this.#state === 'ready',
+          onBackgroundError: options.onBackgroundError,
+        },
+        options.warmPool,
+        options.registryTable,
+      );
+    }
     const driver = shared.driver as PostgresDriver;
     this.#driverFacts = { version: driver.version, database: driver.database, searchSchema: driver.searchSchema };
 
@@ -579,6 +628,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
       await this.#registry.ensureTable(runner);
       await this.#ledger.ensureTable(runner);
+      await this.#warmPool?.ensureTable(runner);
       await applyPendingMigrations(shared, runner, [options.sharedSchema]);
     });
     this.#fleet = new FleetMigrator({
@@ -606,6 +656,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     });
     this.#state = 'ready';
     registerLiveOwner(this);
+    this.#warmPool?.refillInBackground();
   }
 
   async #shutdown(): Promise<void> {
@@ -614,6 +665,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     unregisterLiveOwner(this);
     if (!wasReady) await this.#init?.catch(() => undefined); // a failed start tears itself down
     await this.#waitForRuns(this.#options.destroyTimeoutMs);
+    await this.#warmPool?.settled();
     await this.#teardown();
     this.#state = 'destroyed';
   }
@@ -830,6 +882,10 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     lockTimeoutMs: nonNegative(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs'),
     dropBatchSize: positiveInteger(options.dropBatchSize ?? DEFAULT_DROP_BATCH_SIZE, 'dropBatchSize'),
     seed: options.seed,
+    warmPool: options.warmPool === undefined ? undefined : Object.freeze({ size: positiveInteger(options.warmPool.size, 'warmPool.size') }),
+    onBackgroundError:
+      options.onBackgroundError ??
+      ((error: Error) => process.emitWarning(`typeorm-tenants: ${error.message}`, 'TenancyBackgroundWarning')),
     pool: Object.freeze(pool),
     onPoolError:
       options.onPoolError ??
