@@ -50,3 +50,11 @@ export {
 } from './errors';
 export type { TenancyErrorCode } from './errors';
 export type { TenantEventMap, TenantEventName } from './manager/tenant-events';
+export { fromHeader, fromPath, fromSubdomain, DEFAULT_TENANT_HEADER } from './http/tenant-resolvers';
+export type { HttpRequestLike, PathResolverOptions, ResolvedSlug, SubdomainResolverOptions, TenantResolver } from './http/tenant-resolvers';
+export { TenantRequestResolver } from './http/tenant-resolution';
+export type { TenantMiddlewareOptions, TenantResolution } from './http/tenant-resolution';
+export { ResolutionCache, DEFAULT_RESOLUTION_CACHE_OPTIONS } from './http/resolution-cache';
+export type { ResolutionCacheOptions, ResolutionCacheStats } from './http/resolution-cache';
+export { TenantRequiredError, TenantForbiddenError, tenancyErrorBody } from './http/http-errors';
+export type { HttpTenancyErrorCode, TenancyErrorBody } from './http/http-errors';

@@ -251,10 +251,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           if (sqlStateOf(error) === '42P06') throw new TenantAlreadyExistsError(slug, schemaName, undefined);
           throw error;
         }
-        if (!claimed) await applyPendingMigrations(dataSource, runner, searchPath);
+        if (!claimed) await applyPendingMigrations(dataSource, runner, searchPath, { freshSchema: true });
         const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
         await seed?.({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) });
-        await this.#ledger.syncTenant(runner, slug, schemaName);
+        await this.#ledger.syncTenant(runner, slug, schemaName, { newTenant: true });
         return record;
       });
       if (claimed) this.#warmPool!.refillInBackground();

@@ -84,12 +84,12 @@ export class MigrationLedger {
    * Makes the tenant's ledger rows equal to the names in its own migrations
    * table. Run it in the transaction that changed that table.
    */
-  async syncTenant(sql: SqlRunner, slug: string, schemaName: string): Promise<void> {
+  async syncTenant(sql: SqlRunner, slug: string, schemaName: string, options: { readonly newTenant?: boolean } = {}): Promise<void> {
     const migrations = `${quoteIdent(schemaName)}.${this.#migrationsTable}`;
-    await sql.query(
-      `DELETE FROM ${this.#table} WHERE slug = $1 AND name NOT IN (SELECT name FROM ${migrations})`,
-      [slug],
-    );
+    // A tenant created in this transaction has no ledger rows to remove.
+    if (options.newTenant !== true) {
+      await sql.query(`DELETE FROM ${this.#table} WHERE slug = $1 AND name NOT IN (SELECT name FROM ${migrations})`, [slug]);
+    }
     await sql.query(
       `INSERT INTO ${this.#table} (slug, name) SELECT $1, name FROM ${migrations} ON CONFLICT (slug, name) DO NOTHING`,
       [slug],

@@ -31,12 +31,40 @@ export async function applyPendingMigrations(
   dataSource: DataSource,
   queryRunner: QueryRunner,
   searchPath: readonly string[],
+  options: { readonly freshSchema?: boolean } = {},
 ): Promise<string[]> {
   const executor = await prepareExecutor(dataSource, queryRunner, searchPath);
-  return withMigrationTracking(dataSource, 'up', async () => {
-    const applied = await executor.executePendingMigrations();
-    return applied.map((m) => m.name);
-  });
+  const restore = options.freshSchema === true ? skipFirstMigrationsTableCheck(queryRunner, executor) : undefined;
+  try {
+    return await withMigrationTracking(dataSource, 'up', async () => {
+      const applied = await executor.executePendingMigrations();
+      return applied.map((m) => m.name);
+    });
+  } finally {
+    restore?.();
+  }
+}
+
+/**
+ * In a schema created by this very transaction the migrations table cannot
+ * exist yet, so answer the executor's first "does it exist?" without the
+ * information_schema query (the slowest step of provisioning with many
+ * schemas). Only that one question, for that one table, is answered.
+ */
+function skipFirstMigrationsTableCheck(queryRunner: QueryRunner, executor: MigrationExecutor): () => void {
+  const original = queryRunner.hasTable;
+  const migrationsTable = (executor as unknown as { migrationsTable: string }).migrationsTable;
+  const restore = (): void => {
+    queryRunner.hasTable = original;
+  };
+  queryRunner.hasTable = async (target) => {
+    if (target === migrationsTable) {
+      restore();
+      return false;
+    }
+    return original.call(queryRunner, target);
+  };
+  return restore;
 }
 
 /**

@@ -148,7 +148,7 @@ export class WarmPool {
     try {
       await access.inLockedTransaction(dataSource, `schema:${schemaName}`, async (runner) => {
         await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
-        const applied = await applyPendingMigrations(dataSource, runner, [schemaName, access.sharedSchema]);
+        const applied = await applyPendingMigrations(dataSource, runner, [schemaName, access.sharedSchema], { freshSchema: true });
         await runner.query(`INSERT INTO ${this.#table} (schema_name, applied) VALUES ($1, $2)`, [schemaName, applied]);
       });
     } finally {

@@ -1,0 +1,41 @@
+import { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
+import { loadConfig } from './load-config';
+import type { Output } from './output';
+
+/**
+ * One CLI invocation's resources: the config path, the output, and the
+ * manager, built and initialised on first use and always destroyed at the
+ * end, so the process exits on its own (no `process.exit()`), and a leaked
+ * pool would show up as a hanging command rather than be hidden.
+ */
+export class CliSession {
+  readonly output: Output;
+  readonly #configPath: string;
+  readonly #cwd: string;
+  #manager: TenantDataSourceManager | undefined;
+  /** The exit code a command asks for besides failing with an error (1 for failed tenants, 130 when interrupted). */
+  exitCode = 0;
+
+  constructor(configPath: string, output: Output, cwd: string) {
+    this.#configPath = configPath;
+    this.output = output;
+    this.#cwd = cwd;
+  }
+
+  /** Loads the config, starts the manager, and runs `work` with it. */
+  async withManager<T>(work: (manager: TenantDataSourceManager) => Promise<T>): Promise<T> {
+    if (this.#manager === undefined) {
+      const options = await loadConfig(this.#configPath, this.#cwd);
+      this.#manager = new TenantDataSourceManager(options);
+      await this.#manager.initialize();
+    }
+    return work(this.#manager);
+  }
+
+  /** Destroys the manager if one was started. Safe to call twice. */
+  async close(): Promise<void> {
+    const manager = this.#manager;
+    this.#manager = undefined;
+    await manager?.destroy();
+  }
+}

@@ -1,0 +1,86 @@
+import type { Command } from 'commander';
+import { InvalidTenantStateError, TenantNotFoundError } from '../../errors';
+import type { TenantDataSourceManager } from '../../manager/tenant-data-source-manager';
+import type { TenantRecord } from '../../registry/tenant-record';
+import { CliError } from '../cli-error';
+import type { CliSession } from '../cli-session';
+import { renderRecord, renderRecords } from '../text-format';
+
+type Transition = 'suspend' | 'resume' | 'archive' | 'restore';
+
+const TRANSITIONS: Readonly<Record<Transition, { readonly summary: string; readonly run: (m: TenantDataSourceManager, slug: string) => Promise<TenantRecord> }>> = {
+  suspend: { summary: 'stop serving a tenant, keeping its data', run: (m, slug) => m.suspendTenant(slug) },
+  resume: { summary: 'serve a suspended tenant again', run: (m, slug) => m.resumeTenant(slug) },
+  archive: { summary: 'stop serving a tenant and put its schema aside (reversible with restore)', run: (m, slug) => m.archiveTenant(slug) },
+  restore: { summary: 'bring an archived tenant back, migrated to the current schema', run: (m, slug) => m.restoreTenant(slug) },
+};
+
+/** Registers the commands on single tenants: create, list, show, the lifecycle transitions and drop. */
+export function registerTenantCommands(program: Command, session: () => CliSession): void {
+  program
+    .command('create')
+    .description('create a tenant: its schema, its tables (tenant migrations) and its registry row, in one transaction')
+    .argument('<slug>', 'the tenant slug (lowercase letters, digits, - and _, starting with a letter)')
+    .option('-n, --name <name>', 'display name (default: the slug)')
+    .action(async (slug: string, options: { name?: string }) => {
+      const cli = session();
+      const record = await cli.withManager((m) => m.createTenant(slug, options.name === undefined ? {} : { name: options.name }));
+      cli.output.result(record, (r) => `Created tenant "${r.slug}".\n${renderRecord(r)}`);
+    });
+
+  program
+    .command('list')
+    .description('list the tenants of the registry')
+    .action(async () => {
+      const cli = session();
+      const records = await cli.withManager((m) => m.listTenants());
+      cli.output.result(records, renderRecords);
+    });
+
+  program
+    .command('show')
+    .description("show a tenant's registry record")
+    .argument('<slug>', 'the tenant slug')
+    .action(async (slug: string) => {
+      const cli = session();
+      const record = await cli.withManager((m) => m.getTenant(slug));
+      if (record === undefined) throw new TenantNotFoundError(slug);
+      cli.output.result(record, renderRecord);
+    });
+
+  for (const [name, transition] of Object.entries(TRANSITIONS)) {
+    program
+      .command(name)
+      .description(transition.summary)
+      .argument('<slug>', 'the tenant slug')
+      .action(async (slug: string) => {
+        const cli = session();
+        const record = await cli.withManager((m) => transition.run(m, slug));
+        cli.output.result(record, (r) => `Tenant "${r.slug}" is ${r.status}.\n`);
+      });
+  }
+
+  program
+    .command('drop')
+    .description('drop a tenant: its tables (in batches), its schema and its registry row; it must be suspended or archived first, or --force')
+    .argument('<slug>', 'the tenant slug')
+    .option('-f, --force', 'drop even an active tenant')
+    .action(async (slug: string, options: { force?: boolean }) => {
+      const cli = session();
+      await cli.withManager(async (m) => {
+        try {
+          await m.dropTenant(slug, { force: options.force === true });
+        } catch (error) {
+          // The library's hint names the API call; on the command line the fix is a flag.
+          if (error instanceof InvalidTenantStateError && error.status === 'active') {
+            throw new CliError(
+              `Tenant "${slug}" is active, so it is not dropped: suspend or archive it first ("suspend ${slug}"), or drop it with --force.`,
+              { cause: error, code: error.code },
+            );
+          }
+          throw error;
+        }
+      });
+      cli.output.result({ slug, dropped: true }, () => `Dropped tenant "${slug}".\n`);
+    });
+}

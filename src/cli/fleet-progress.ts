@@ -1,0 +1,54 @@
+import { SingleBar } from 'cli-progress';
+import type { FleetTenantResult } from '../migration/fleet-run';
+
+/** Where the progress bar is drawn: a terminal stream (stderr, so stdout stays clean). */
+export interface ProgressStream extends NodeJS.WritableStream {
+  readonly isTTY?: boolean;
+  readonly columns?: number;
+  cursorTo?(x: number, y?: number, callback?: () => void): boolean;
+  clearLine?(dir: -1 | 0 | 1, callback?: () => void): boolean;
+  moveCursor?(dx: number, dy: number, callback?: () => void): boolean;
+}
+
+/**
+ * A cli-progress bar fed by a fleet run's `onProgress`: tenants processed of
+ * the total, with counts of those done and failed. The total is known only
+ * once the run has decided which tenants to process, so the bar starts at
+ * the first result. Nothing is drawn when `stream` is not a terminal.
+ */
+export class FleetProgress {
+  readonly #stream: ProgressStream;
+  readonly #label: string;
+  #bar: SingleBar | undefined;
+  #done = 0;
+  #failed = 0;
+
+  constructor(stream: ProgressStream, label: string) {
+    this.#stream = stream;
+    this.#label = label;
+  }
+
+  /** Feeds one tenant's result; pass it as (or from) the run's `onProgress`. */
+  update(result: FleetTenantResult, processed: number, total: number): void {
+    if (result.status === 'failed') this.#failed += 1;
+    else this.#done += 1;
+    if (this.#bar === undefined) {
+      this.#bar = new SingleBar({
+        stream: this.#stream as NodeJS.WritableStream,
+        format: `${this.#label} [{bar}] {value}/{total} | done {done} | failed {failed} | {slug}`,
+        barsize: 30,
+        hideCursor: true,
+        clearOnComplete: false,
+        fps: 10,
+      });
+      this.#bar.start(total, 0, { done: 0, failed: 0, slug: '' });
+    }
+    this.#bar.update(processed, { done: this.#done, failed: this.#failed, slug: result.slug });
+  }
+
+  /** Draws the last state and releases the terminal (cursor shown, timer stopped). Safe to call twice. */
+  stop(): void {
+    this.#bar?.stop();
+    this.#bar = undefined;
+  }
+}

@@ -1,0 +1,117 @@
+import { TenancyError } from '../errors';
+import type { TenantMigrationStatus } from '../migration/fleet-migrator';
+import type { FleetReport, FleetTenantResult } from '../migration/fleet-run';
+import type { TenantRecord } from '../registry/tenant-record';
+import { CliError } from './cli-error';
+
+/** Text renderings of the CLI's results, for a person at a terminal. Pure functions: tested without a terminal. */
+
+/** Lays out rows under a header in columns separated by two spaces; the last column is not padded. */
+export function renderTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n') + '\n';
+}
+
+/** One tenant's record as `key  value` lines. */
+export function renderRecord(record: TenantRecord): string {
+  return renderTable(
+    ['slug', record.slug],
+    [
+      ['schema', record.schemaName],
+      ['name', record.name],
+      ['status', record.status],
+      ['created', formatDate(record.createdAt)],
+    ],
+  );
+}
+
+/** The registry as a table, or a sentence when it is empty. */
+export function renderRecords(records: readonly TenantRecord[]): string {
+  if (records.length === 0) return 'No tenants.\n';
+  const rows = records.map((r) => [r.slug, r.schemaName, r.status, formatDate(r.createdAt), r.name]);
+  return renderTable(['SLUG', 'SCHEMA', 'STATUS', 'CREATED', 'NAME'], rows) + `${plural(records.length, 'tenant')}\n`;
+}
+
+/** `migrationStatus()` as a table: applied count and pending names per tenant. */
+export function renderMigrationStatus(statuses: readonly TenantMigrationStatus[]): string {
+  if (statuses.length === 0) return 'No tenants.\n';
+  const rows = statuses.map((s) => [s.slug, s.status, String(s.applied.length), s.pending.length === 0 ? '-' : s.pending.join(', ')]);
+  const behind = statuses.filter((s) => s.pending.length > 0).length;
+  const summary = behind === 0 ? `${plural(statuses.length, 'tenant')}, all up to date` : `${plural(statuses.length, 'tenant')}, ${behind} with pending migrations`;
+  return renderTable(['SLUG', 'STATUS', 'APPLIED', 'PENDING'], rows) + `${summary}\n`;
+}
+
+/**
+ * A fleet report as a summary table and a totals line. Tenants that were
+ * already up to date are counted but not listed unless `verbose`, so a
+ * 10,000-tenant reconcile does not print 10,000 lines.
+ */
+export function renderFleetReport(report: FleetReport, action: 'migrate' | 'revert' | 'reconcile', verbose = false): string {
+  const listed = verbose ? report.results : report.results.filter((r) => r.status !== 'up-to-date');
+  let text = '';
+  if (report.results.length === 0) {
+    text += action === 'migrate' ? 'No tenant has pending migrations.\n' : 'No tenants to process.\n';
+  } else if (listed.length > 0) {
+    text += renderTable(['SLUG', 'STATUS', 'MS', 'MIGRATIONS', 'ERROR'], listed.map(reportRow));
+  }
+  const t = report.totals;
+  const counts = [
+    t.migrated > 0 || action === 'migrate' ? `${t.migrated} migrated` : undefined,
+    t.reverted > 0 || action === 'revert' ? `${t.reverted} reverted` : undefined,
+    `${t.upToDate} up to date`,
+    `${t.failed} failed`,
+    `${t.skipped} skipped`,
+  ].filter((part) => part !== undefined);
+  const hidden = report.results.length - listed.length;
+  const note = hidden > 0 ? ` (${hidden} up to date not listed; --verbose lists them)` : '';
+  return text + `${plural(t.tenants, 'tenant')}: ${counts.join(', ')} in ${formatMs(t.ms)}${note}\n`;
+}
+
+function reportRow(result: FleetTenantResult): string[] {
+  const error = result.error === undefined ? '' : formatFleetError(result);
+  return [result.slug, result.status, String(Math.round(result.ms)), result.applied.length === 0 ? '-' : result.applied.join(', '), error];
+}
+
+function formatFleetError(result: FleetTenantResult): string {
+  const error = result.error!;
+  const where = error.migration === undefined ? '' : `${error.migration}: `;
+  const code = error.code === undefined ? '' : ` [${error.code}]`;
+  return `${where}${error.message.split('\n')[0]}${code}`;
+}
+
+/**
+ * The one line printed for a failed command: `error [CODE]: message` for the
+ * library's errors (and CLI errors standing for one), `error: message`
+ * otherwise. With `verbose`, the stack and the chain of causes follow.
+ */
+export function formatErrorLine(error: unknown, verbose = false): string {
+  const code = error instanceof TenancyError || error instanceof CliError ? error.code : undefined;
+  const message = error instanceof Error ? error.message : String(error);
+  const firstLine = `error${code === undefined ? '' : ` [${code}]`}: ${message.replace(/\s*\n\s*/g, ' ')}\n`;
+  if (!verbose) return firstLine;
+  let details = '';
+  let current: unknown = error;
+  for (let depth = 0; current !== undefined && current !== null && depth < 5; depth += 1) {
+    const stack = current instanceof Error ? current.stack : String(current);
+    details += depth === 0 ? `${stack}\n` : `caused by: ${stack}\n`;
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return firstLine + details;
+}
+
+function formatDate(date: Date): string {
+  return date instanceof Date ? date.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z') : String(date);
+}
+
+function formatMs(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}

@@ -1,0 +1,96 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TenancyError } from '../errors';
+import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
+import type { TenantRecord } from '../registry/tenant-record';
+import { tenancyErrorBody } from './http-errors';
+import { TenantRequestResolver, bindEmitterToContext, releaseWhenClosed, type TenantMiddlewareOptions } from './tenant-resolution';
+
+export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
+export type { TenantResolver } from './tenant-resolvers';
+export type { TenantMiddlewareOptions } from './tenant-resolution';
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      /** The tenant the tenant middleware resolved; `undefined` on tenant-free requests. */
+      tenant?: TenantRecord;
+    }
+  }
+}
+
+/** An Express 4/5 (and Connect, and NestJS) middleware: `(req, res, next)`. */
+export interface TenantMiddleware {
+  (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void;
+  /** The resolver core behind it: `resolver.cache.stats()` for the cache counters. */
+  readonly resolver: TenantRequestResolver;
+  /** Stops following the manager's lifecycle events (call it when the app shuts down). */
+  close(): void;
+}
+
+/**
+ * Express middleware that resolves the request's tenant and runs the rest of
+ * the request (later middleware, the route handler, `res.on('finish')`
+ * listeners, streamed responses) inside it, so `tenantContext.getRepository()`
+ * just works in handlers. The tenant's DataSource is held until the response
+ * has finished or closed. Refusals are answered as
+ * `{ "error": { "code", "message" } }`: no tenant 400 `TENANT_REQUIRED`,
+ * bad name 400 `INVALID_TENANT_NAME` (no query), unknown 404
+ * `TENANT_NOT_FOUND`, suspended 403 `TENANT_SUSPENDED`, archived 423
+ * `TENANT_NOT_ACTIVE`, refused by `authorize` 403 `TENANT_FORBIDDEN`. Other
+ * errors go to `next(error)`. Routes declared before it, or outside the
+ * router it is mounted on, are tenant-free.
+ *
+ * @example
+ * ```ts
+ * app.post('/tenants', signup); // tenant-free
+ * app.use(tenantMiddleware(tenants, { resolve: fromHeader() }));
+ * app.get('/clients', async (req, res) => { res.json(await tenantContext.getRepository(Client).find()); });
+ * ```
+ */
+export function tenantMiddleware(manager: TenantDataSourceManager, options: TenantMiddlewareOptions<any>): TenantMiddleware {
+  const resolver = new TenantRequestResolver<IncomingMessage>(manager, options);
+  const middleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void => {
+    resolver
+      .resolve(req)
+      .then(async (outcome) => {
+        switch (outcome.kind) {
+          case 'none':
+            next();
+            return;
+          case 'refused':
+            sendTenancyError(res, outcome.error);
+            return;
+          case 'tenant': {
+            const refusal = await resolver.enter(outcome.tenant.slug, (release) => {
+              releaseWhenClosed(res, release);
+              bindEmitterToContext(req);
+              bindEmitterToContext(res);
+              (req as { tenant?: TenantRecord }).tenant = outcome.tenant;
+              if (outcome.url !== undefined) req.url = outcome.url;
+              next();
+            });
+            if (refusal !== undefined) sendTenancyError(res, refusal);
+            return;
+          }
+          default:
+            throw new Error(`Unexpected resolution "${(outcome satisfies never as { kind: string }).kind}"`);
+        }
+      })
+      .catch(next);
+  };
+  return Object.assign(middleware, { resolver, close: () => resolver.close() });
+}
+
+/** Answers `error.statusCode` with `{ "error": { "code", "message" } }`, on any Node response. */
+export function sendTenancyError(res: ServerResponse, error: TenancyError): void {
+  if (res.headersSent) {
+    res.destroy(error);
+    return;
+  }
+  const body = JSON.stringify(tenancyErrorBody(error));
+  res.statusCode = error.statusCode;
+  res.setHeader('content-type', 'application/json; charset=utf-8');
+  res.setHeader('content-length', Buffer.byteLength(body));
+  res.end(body);
+}

@@ -1,0 +1,102 @@
+import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { TenancyError } from '../errors';
+import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
+import type { TenantRecord } from '../registry/tenant-record';
+import { tenancyErrorBody } from './http-errors';
+import { TenantRequestResolver, bindEmitterToContext, releaseWhenClosed, type TenantMiddlewareOptions } from './tenant-resolution';
+
+export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
+export type { TenantResolver } from './tenant-resolvers';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The tenant `tenancyPlugin` resolved; `undefined` on tenant-free requests. */
+    tenant: TenantRecord | undefined;
+  }
+  interface FastifyInstance {
+    /** The resolver core of `tenancyPlugin`: `tenancy.cache.stats()` for the cache counters. */
+    tenancy: TenantRequestResolver<FastifyRequest>;
+  }
+}
+
+/** Options of `tenancyPlugin`: the manager plus the HTTP contract. */
+export interface TenancyPluginOptions extends TenantMiddlewareOptions<FastifyRequest> {
+  readonly manager: TenantDataSourceManager;
+}
+
+const plugin: FastifyPluginCallback<TenancyPluginOptions> = (fastify: FastifyInstance, options, done) => {
+  const { manager, ...contract } = options;
+  const resolver = new TenantRequestResolver<FastifyRequest>(manager, contract);
+  fastify.decorateRequest('tenant', undefined);
+  fastify.decorate('tenancy', resolver);
+  fastify.addHook('onClose', (_instance, closed) => {
+    resolver.close();
+    closed();
+  });
+  // A callback hook, not an async one: done() must be called inside the
+  // run, so that Fastify's next hooks and the handler start in its context.
+  fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, next: (error?: Error) => void) => {
+    resolver
+      .resolve(request)
+      .then(async (outcome) => {
+        switch (outcome.kind) {
+          case 'none':
+            next();
+            return;
+          case 'refused':
+            sendError(reply, outcome.error);
+            return;
+          case 'tenant': {
+            const refusal = await resolver.enter(outcome.tenant.slug, (release) => {
+              releaseWhenClosed(reply.raw, release);
+              // The body is read from socket events, in the socket's context:
+              // bound emitters bring the handler back into the tenant's.
+              bindEmitterToContext(request.raw);
+              bindEmitterToContext(reply.raw);
+              request.tenant = outcome.tenant;
+              next();
+            });
+            if (refusal !== undefined) sendError(reply, refusal);
+            return;
+          }
+          default:
+            throw new Error(`Unexpected resolution "${(outcome satisfies never as { kind: string }).kind}"`);
+        }
+      })
+      .catch((error: Error) => next(error));
+  });
+  done();
+};
+
+/**
+ * Fastify plugin: resolves each request's tenant in an `onRequest` hook and
+ * runs the rest of the request (later hooks, the handler, `onSend`/
+ * `onResponse`, streamed replies) inside it, holding the tenant's DataSource
+ * until the response has finished or closed. Decorates `request.tenant`.
+ * Refusals answer `{ "error": { "code", "message" } }` with the status of the
+ * `TenancyError` (400, 403, 404, 423; see docs/errors.md). It is not
+ * encapsulated (fastify-plugin): register it in the scope whose routes need a
+ * tenant, and tenant-free routes in a sibling scope, or use `required: false`.
+ * Register it before other plugins that add hooks, so theirs run in the
+ * tenant's context too.
+ *
+ * @example
+ * ```ts
+ * const app = Fastify();
+ * app.post('/tenants', signup); // tenant-free: outside the scope below
+ * app.register(async (scope) => {
+ *   await scope.register(tenancyPlugin, { manager: tenants, resolve: fromHeader() });
+ *   scope.get('/clients', () => tenantContext.getRepository(Client).find());
+ * });
+ * ```
+ */
+export const tenancyPlugin = fp(plugin, { fastify: '5.x', name: 'typeorm-tenants' });
+
+function sendError(reply: FastifyReply, error: TenancyError): void {
+  if (reply.sent) {
+    reply.raw.destroy(error);
+    return;
+  }
+  void reply.code(error.statusCode).type('application/json; charset=utf-8').send(tenancyErrorBody(error));
+}
