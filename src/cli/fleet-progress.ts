@@ -1,4 +1,6 @@
-import { SingleBar } from 'cli-progress';
+import { Console } from 'node:console';
+import { Writable } from 'node:stream';
+import { MultiBar, type SingleBar } from 'cli-progress';
 import type { FleetTenantResult } from '../migration/fleet-run';
 
 /** Where the progress bar is drawn: a terminal stream (stderr, so stdout stays clean). */
@@ -15,11 +17,15 @@ export interface ProgressStream extends NodeJS.WritableStream {
  * the total, with counts of those done and failed. The total is known only
  * once the run has decided which tenants to process, so the bar starts at
  * the first result. Nothing is drawn when `stream` is not a terminal.
+ * While the bar is drawn, console output (TypeORM logs a failing migration
+ * with `console.log`) is printed above it instead of through it.
  */
 export class FleetProgress {
   readonly #stream: ProgressStream;
   readonly #label: string;
+  #bars: MultiBar | undefined;
   #bar: SingleBar | undefined;
+  #console: Console | undefined;
   #done = 0;
   #failed = 0;
 
@@ -32,8 +38,8 @@ export class FleetProgress {
   update(result: FleetTenantResult, processed: number, total: number): void {
     if (result.status === 'failed') this.#failed += 1;
     else this.#done += 1;
-    if (this.#bar === undefined) {
-      this.#bar = new SingleBar({
+    if (this.#bars === undefined) {
+      this.#bars = new MultiBar({
         stream: this.#stream as NodeJS.WritableStream,
         format: `${this.#label} [{bar}] {value}/{total} | done {done} | failed {failed} | {slug}`,
         barsize: 30,
@@ -41,14 +47,26 @@ export class FleetProgress {
         clearOnComplete: false,
         fps: 10,
       });
-      this.#bar.start(total, 0, { done: 0, failed: 0, slug: '' });
+      this.#bar = this.#bars.create(total, 0, { done: 0, failed: 0, slug: '' });
+      const bars = this.#bars;
+      this.#console = globalThis.console;
+      const above = new Writable({
+        write(chunk: Buffer | string, _encoding, callback): void {
+          bars.log(String(chunk));
+          callback();
+        },
+      });
+      globalThis.console = new Console({ stdout: above, stderr: above });
     }
-    this.#bar.update(processed, { done: this.#done, failed: this.#failed, slug: result.slug });
+    this.#bar!.update(processed, { done: this.#done, failed: this.#failed, slug: result.slug });
   }
 
   /** Draws the last state and releases the terminal (cursor shown, timer stopped). Safe to call twice. */
   stop(): void {
-    this.#bar?.stop();
+    if (this.#console !== undefined) globalThis.console = this.#console;
+    this.#console = undefined;
+    this.#bars?.stop();
+    this.#bars = undefined;
     this.#bar = undefined;
   }
 }

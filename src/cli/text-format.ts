@@ -53,13 +53,16 @@ export function renderMigrationStatus(statuses: readonly TenantMigrationStatus[]
  */
 export function renderFleetReport(report: FleetReport, action: 'migrate' | 'revert' | 'reconcile', verbose = false): string {
   const listed = verbose ? report.results : report.results.filter((r) => r.status !== 'up-to-date');
-  let text = '';
-  if (report.results.length === 0) {
-    text += action === 'migrate' ? 'No tenant has pending migrations.\n' : 'No tenants to process.\n';
-  } else if (listed.length > 0) {
-    text += renderTable(['SLUG', 'STATUS', 'MS', 'MIGRATIONS', 'ERROR'], listed.map(reportRow));
-  }
   const t = report.totals;
+  if (report.results.length === 0) {
+    return `${action === 'migrate' ? 'No tenant has pending migrations' : 'No tenants to process'} (checked in ${formatMs(t.ms)}).\n`;
+  }
+  let text = '';
+  if (listed.length > 0) {
+    const withErrors = listed.some((r) => r.error !== undefined);
+    const header = ['SLUG', 'STATUS', 'MS', 'MIGRATIONS', ...(withErrors ? ['ERROR'] : [])];
+    text += renderTable(header, listed.map((r) => reportRow(r).slice(0, header.length)));
+  }
   const counts = [
     t.migrated > 0 || action === 'migrate' ? `${t.migrated} migrated` : undefined,
     t.reverted > 0 || action === 'revert' ? `${t.reverted} reverted` : undefined,
