@@ -143,11 +143,8 @@ export class InvalidTenantStateError extends TenancyError {
   }
 }
 
-/** Creating a tenant failed; nothing of it was kept (schema, tables and registry row rolled back). */
-export class TenantProvisioningError extends TenancyError {
-  override readonly name = 'TenantProvisioningError';
-  readonly code = 'TENANT_PROVISIONING_FAILED';
-  readonly statusCode = 500;
+/** A change to one tenant's schema failed and was rolled back; `migration` names the migration at fault, if any. */
+export abstract class TenantSchemaChangeError extends TenancyError {
   /** The PostgreSQL SQLSTATE of the underlying failure, when there was one. */
   readonly sqlState: string | undefined;
 
@@ -155,37 +152,34 @@ export class TenantProvisioningError extends TenancyError {
     readonly slug: string,
     readonly migration: string | undefined,
     cause: unknown,
+    what: string,
+    outcome: string,
   ) {
     const where = migration === undefined ? '' : ` in migration ${migration}`;
-    super(
-      `Creating tenant "${slug}" failed${where}: ${messageOf(cause)}. ` +
-        `Nothing was kept (no schema, no tables, no registry row); fix the cause and call createTenant again.`,
-      { cause },
-    );
+    super(`${what} tenant "${slug}" failed${where}: ${messageOf(cause)}. ${outcome}`, { cause });
     this.sqlState = sqlStateOf(cause);
   }
 }
 
+/** Creating a tenant failed; nothing of it was kept (schema, tables and registry row rolled back). */
+export class TenantProvisioningError extends TenantSchemaChangeError {
+  override readonly name = 'TenantProvisioningError';
+  readonly code = 'TENANT_PROVISIONING_FAILED';
+  readonly statusCode = 500;
+
+  constructor(slug: string, migration: string | undefined, cause: unknown) {
+    super(slug, migration, cause, 'Creating', 'Nothing was kept (no schema, no tables, no registry row); fix the cause and call createTenant again.');
+  }
+}
+
 /** Migrating or reverting one tenant failed; its transaction was rolled back, the tenant is as it was. */
-export class TenantMigrationError extends TenancyError {
+export class TenantMigrationError extends TenantSchemaChangeError {
   override readonly name = 'TenantMigrationError';
   readonly code = 'TENANT_MIGRATION_FAILED';
   readonly statusCode = 500;
-  /** The PostgreSQL SQLSTATE of the underlying failure, when there was one. */
-  readonly sqlState: string | undefined;
 
-  constructor(
-    readonly slug: string,
-    readonly migration: string | undefined,
-    cause: unknown,
-  ) {
-    const where = migration === undefined ? '' : ` in migration ${migration}`;
-    super(
-      `Migrating tenant "${slug}" failed${where}: ${messageOf(cause)}. ` +
-        'Its transaction was rolled back, so the tenant is unchanged; fix the cause and run it again.',
-      { cause },
-    );
-    this.sqlState = sqlStateOf(cause);
+  constructor(slug: string, migration: string | undefined, cause: unknown) {
+    super(slug, migration, cause, 'Migrating', 'Its transaction was rolled back, so the tenant is unchanged; fix the cause and run it again.');
   }
 }
 

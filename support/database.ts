@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
+import { freePort } from './free-port';
 
 /** A PostgreSQL database for the demo, the tests or the benchmarks. */
 export interface ScratchDatabase {
@@ -120,16 +120,4 @@ async function startEmbedded(settings: Readonly<Record<string, string | number>>
   const version = (await client.query('SHOW server_version')).rows[0].server_version;
   await client.end();
   return { url, embedded: true, description: `embedded PostgreSQL ${version} on 127.0.0.1:${port}`, stop };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('No port'))));
-    });
-  });
 }

@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
+import { freePort } from './free-port';
 
 /** Where the Debian package installs the binary; `PGBOUNCER_BIN` overrides it. */
 export const PGBOUNCER_BINARY = process.env.PGBOUNCER_BIN ?? '/usr/sbin/pgbouncer';
@@ -215,16 +215,4 @@ function systemUser(name: string): { uid: number; gid: number } {
 /** A libpq-style connection-string value, quoted when needed. */
 function quoteConnValue(value: string): string {
   return /^[A-Za-z0-9_.\-]+$/.test(value) ? value : `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('No port'))));
-    });
-  });
 }

@@ -1,6 +1,5 @@
 import { expect } from 'chai';
 import { Client as PgClient } from 'pg';
-import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { Client, Plan, Project } from '../../entities';
 import { sharedMigrations, tenantMigrations } from '../../migrations';
 import {
@@ -15,6 +14,7 @@ import {
 import { archiveSchemaName } from '../../src/naming/derived-schema-name';
 import { startScratchDatabase } from '../../support/database';
 import { adminQuery, openManager, schemaExists, tablesOf, uniqueSlug } from '../support/fixtures';
+import { AddClientPhone1700000000003 } from '../support/extra-migrations';
 
 const schemaOf = (slug: string): string => slug.replace(/-/g, '_');
 
@@ -25,16 +25,6 @@ async function addClient(manager: TenantDataSourceManager, slug: string, name: s
 async function clientNames(manager: TenantDataSourceManager, slug: string): Promise<string[]> {
   const clients = await manager.run(slug, () => tenantContext.getRepository(Client).find({ order: { id: 'ASC' } }));
   return clients.map((c) => c.name);
-}
-
-class AddClientPhone1700000000003 implements MigrationInterface {
-  async up(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.query('ALTER TABLE client ADD COLUMN phone varchar');
-  }
-
-  async down(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.query('ALTER TABLE client DROP COLUMN phone');
-  }
 }
 
 describe('Tenant lifecycle: suspend, resume, archive, restore, drop, events, seed', () => {

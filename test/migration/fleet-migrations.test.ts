@@ -10,19 +10,7 @@ import {
   type TenantDataSourceManager,
 } from '../../src';
 import { adminQuery, createTenants, openManager } from '../support/fixtures';
-
-/** A data-dependent migration: it fails in a tenant holding an upper-case email. */
-class AddClientPhone1700000000003 implements MigrationInterface {
-  async up(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.query('ALTER TABLE client ADD COLUMN phone varchar');
-    await queryRunner.query('ALTER TABLE client ADD CONSTRAINT client_email_lower CHECK (email = lower(email))');
-  }
-
-  async down(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.query('ALTER TABLE client DROP CONSTRAINT client_email_lower');
-    await queryRunner.query('ALTER TABLE client DROP COLUMN phone');
-  }
-}
+import { AddClientPhone1700000000003 } from '../support/extra-migrations';
 
 /** A migration whose down() fails. */
 class IrreversibleStep1700000000004 implements MigrationInterface {

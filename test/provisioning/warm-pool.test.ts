@@ -1,20 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { Client } from '../../entities';
 import { tenantMigrations } from '../../migrations';
 import { InvalidArgumentError, tenantContext } from '../../src';
 import { adminQuery, openManager, tablesOf, uniqueSlug } from '../support/fixtures';
-
-class AddClientPhone1700000000003 implements MigrationInterface {
-  async up(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.query('ALTER TABLE client ADD COLUMN phone varchar');
-  }
-
-  async down(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.query('ALTER TABLE client DROP COLUMN phone');
-  }
-}
+import { AddClientPhone1700000000003 } from '../support/extra-migrations';
 
 const schemaOf = (slug: string): string => slug.replace(/-/g, '_');
 
