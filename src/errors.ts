@@ -38,7 +38,9 @@ export type TenancyErrorCode =
   | 'INVALID_CONFIGURATION'
   | 'MANAGER_NOT_INITIALIZED'
   | 'MANAGER_DESTROYED'
-  | 'AMBIGUOUS_MANAGER';
+  | 'AMBIGUOUS_MANAGER'
+  | 'TENANT_REQUIRED'
+  | 'TENANT_FORBIDDEN';
 
 /** A tenant-scoped operation ran with no active tenant (outside `manager.run()`). */
 export class TenantContextMissingError extends TenancyError {

@@ -18,6 +18,8 @@ import {
   TenantMigrationError,
   TenantSuspendedError,
   InvalidTenantStateError,
+  TenantRequiredError,
+  TenantForbiddenError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -35,6 +37,8 @@ const samples: TenancyError[] = [
   new ManagerNotInitializedError('run()'),
   new ManagerDestroyedError('run()'),
   new AmbiguousManagerError('tenantContext.getRepository(Plan)', 2),
+  new TenantRequiredError(['header x-tenant-slug']),
+  new TenantForbiddenError('acme'),
 ];
 
 describe('errors', () => {

@@ -1,16 +1,12 @@
 import { TenancyError, type TenancyErrorCode } from '../errors';
 
-/**
- * Codes of the errors the HTTP layer adds. `TenancyErrorCode` in
- * `src/errors.ts` is a closed union owned by the core, so these are cast to
- * it; the literal types are kept here for callers who branch on them.
- */
-export type HttpTenancyErrorCode = 'TENANT_REQUIRED' | 'TENANT_FORBIDDEN';
+/** Codes of the errors the HTTP layer adds (part of `TenancyErrorCode`). */
+export type HttpTenancyErrorCode = Extract<TenancyErrorCode, 'TENANT_REQUIRED' | 'TENANT_FORBIDDEN'>;
 
 /** A route behind the tenant middleware (with `required: true`) got a request that names no tenant. */
 export class TenantRequiredError extends TenancyError {
   override readonly name = 'TenantRequiredError';
-  readonly code = 'TENANT_REQUIRED' as string as TenancyErrorCode;
+  readonly code = 'TENANT_REQUIRED';
   readonly statusCode = 400;
 
   constructor(readonly resolvers: readonly string[]) {
@@ -24,7 +20,7 @@ export class TenantRequiredError extends TenancyError {
 /** The `authorize(req, tenant)` hook refused the request for this tenant. */
 export class TenantForbiddenError extends TenancyError {
   override readonly name = 'TenantForbiddenError';
-  readonly code = 'TENANT_FORBIDDEN' as string as TenancyErrorCode;
+  readonly code = 'TENANT_FORBIDDEN';
   readonly statusCode = 403;
 
   constructor(readonly slug: string) {
