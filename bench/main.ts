@@ -3,14 +3,16 @@ import { join } from 'node:path';
 
 /**
  * `npm run bench [-- --quick ...]`: the routing benchmark (every argument
- * goes to it), then the provisioning and fleet benchmark (`--quick` only),
- * each in its own process so neither disturbs the other's heap.
+ * goes to it), then the provisioning and fleet benchmark and the HTTP
+ * benchmark (`--quick` only), each in its own process so none disturbs
+ * another's heap.
  */
 function main(): void {
   const args = process.argv.slice(2);
   const parts: Array<[string, string[]]> = [
     ['run.js', args],
     [join('fleet', 'run.js'), args.filter((a) => a === '--quick')],
+    [join('http', 'run.js'), args.filter((a) => a === '--quick')],
   ];
   for (const [script, scriptArgs] of parts) {
     const result = spawnSync(process.execPath, [join(__dirname, script), ...scriptArgs], { stdio: 'inherit' });
