@@ -234,9 +234,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     }
     const seed = options.seed ?? this.#options.seed;
     let claimed = false;
-    const dataSource = await this.#buildTenantDataSource(schemaName);
+    let dataSource: DataSource | undefined;
     try {
-      const created = await this.#inLockedTransaction(dataSource, `schema:${schemaName}`, async (runner) => {
+      dataSource = await this.#buildTenantDataSource(schemaName);
+      const provisioning = dataSource;
+      const created = await this.#inLockedTransaction(provisioning, `schema:${schemaName}`, async (runner) => {
         const existing = await this.#registry.findConflict(runner, slug, schemaName);
         if (existing !== undefined) throw new TenantAlreadyExistsError(slug, schemaName, existing.slug);
         const searchPath = [schemaName, this.#options.sharedSchema];
@@ -251,7 +253,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           if (sqlStateOf(error) === '42P06') throw new TenantAlreadyExistsError(slug, schemaName, undefined);
           throw error;
         }
-        if (!claimed) await applyPendingMigrations(dataSource, runner, searchPath, { freshSchema: true });
+        if (!claimed) await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true });
         const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
         await seed?.({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) });
         await this.#ledger.syncTenant(runner, slug, schemaName, { newTenant: true });
@@ -265,7 +267,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       if (error instanceof MigrationFailure) throw new TenantProvisioningError(slug, error.migration, error.cause);
       throw new TenantProvisioningError(slug, undefined, error);
     } finally {
-      await dataSource.destroy();
+      if (dataSource?.isInitialized) await dataSource.destroy();
     }
   }
 

@@ -1,15 +1,16 @@
 import { expect } from 'chai';
 import { Client, Plan, Project } from '../../entities';
-import { tenantContext, type TenantDataSourceManager } from '../../src';
+import { tenantContext } from '../../src';
 import { adminQuery, databaseUrl, openManager, sleep, uniqueSlug } from '../support/fixtures';
 import { createTenantsInBatches, describeError, expectRegistryMatchesNamespaces, schemaOf, suffixOf, type AdminQuery } from './fault-support';
 
 const admin: AdminQuery = (sql, params) => adminQuery(sql, params);
 
-/** Connections of the manager's pool in the test database, seen by the server. */
-async function serverConnections(): Promise<number> {
+/** Connections the server sees with this application_name in the test database. */
+async function serverConnections(applicationName: string): Promise<number> {
   const [{ n }] = await adminQuery<{ n: number }>(
-    "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'typeorm-tenants'",
+    'SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1',
+    [applicationName],
   );
   return n;
 }
@@ -34,7 +35,11 @@ describe('faults: pool exhaustion and timeouts', function () {
   this.timeout(120_000);
 
   it('poolSize 3: 50 concurrent runs over 5 tenants, each holding a connection 50 ms, queue and all complete in their own schema, with never more than 3 connections', async () => {
-    const manager = await openManager({ dataSource: { type: 'postgres', url: databaseUrl(), poolSize: 3 }, tenantRecordTtlMs: 60_000 });
+    // Its own application_name, so connections of managers closed by earlier tests are not counted.
+    const manager = await openManager({
+      dataSource: { type: 'postgres', url: databaseUrl(), poolSize: 3, applicationName: 'faults-pool-3' },
+      tenantRecordTtlMs: 60_000,
+    });
     const slugs = await createTenantsInBatches(manager, 5, 'fpool');
 
     let maxWaiting = 0;
@@ -46,7 +51,7 @@ describe('faults: pool exhaustion and timeouts', function () {
         const { pool } = manager.stats();
         maxWaiting = Math.max(maxWaiting, pool.waiting);
         maxTotal = Math.max(maxTotal, pool.total);
-        maxServer = Math.max(maxServer, await serverConnections());
+        maxServer = Math.max(maxServer, await serverConnections('faults-pool-3'));
         await sleep(5);
       }
     })();
@@ -77,7 +82,7 @@ describe('faults: pool exhaustion and timeouts', function () {
 
   it('pool.connectionTimeoutMillis: with all 3 connections held by pg_sleep(3), a 4th call fails with pg\'s connect timeout instead of waiting; the holders and later calls complete', async () => {
     const manager = await openManager({
-      dataSource: { type: 'postgres', url: databaseUrl(), poolSize: 3 },
+      dataSource: { type: 'postgres', url: databaseUrl(), poolSize: 3, applicationName: 'faults-pool-timeout' },
       pool: { connectionTimeoutMillis: 500 },
       tenantRecordTtlMs: 60_000,
     });
@@ -86,14 +91,14 @@ describe('faults: pool exhaustion and timeouts', function () {
 
     let holdersSettled = false;
     const holders = Promise.all(
-      [0, 1, 2].map(() => manager.run(slug!, () => tenantContext.query<Array<{ ok: boolean }>>('SELECT pg_sleep(3) IS NULL AS ok'))),
+      [0, 1, 2].map(() => manager.run(slug!, () => tenantContext.query<Array<{ ok: number }>>('SELECT 1 AS ok FROM pg_sleep(3)'))),
     ).finally(() => {
       holdersSettled = true;
     });
     await waitUntil('the three holders are sleeping on the server', async () => {
       const [{ n }] = await adminQuery<{ n: number }>(
         `SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE datname = current_database() AND application_name = 'typeorm-tenants' AND state = 'active' AND query LIKE 'SELECT pg_sleep(3)%'`,
+          WHERE datname = current_database() AND application_name = 'faults-pool-timeout' AND state = 'active' AND query = 'SELECT 1 AS ok FROM pg_sleep(3)'`,
       );
       return n === 3;
     });
@@ -109,7 +114,7 @@ describe('faults: pool exhaustion and timeouts', function () {
     expect((error as Error).message, describeError(error)).to.match(/timeout exceeded when trying to connect/);
 
     const held = await holders;
-    expect(held.map((rows) => rows[0]!.ok)).to.deep.equal([true, true, true]);
+    expect(held.map((rows) => rows[0]!.ok)).to.deep.equal([1, 1, 1]);
     expect(await manager.run(slug!, () => tenantContext.query<Array<{ n: number }>>('SELECT 42 AS n'))).to.deep.equal([{ n: 42 }]);
     await expectRegistryMatchesNamespaces(manager, admin, ['fpoolt_']);
   });
@@ -119,7 +124,7 @@ describe('faults: pool exhaustion and timeouts', function () {
     const slug = uniqueSlug('fpools');
     await manager.createTenant(slug);
 
-    const [{ timeout }] = await manager.run(slug, () => tenantContext.query<Array<{ timeout: string }>>('SHOW statement_timeout AS timeout'));
+    const [{ timeout }] = await manager.run(slug, () => tenantContext.query<Array<{ timeout: string }>>("SELECT current_setting('statement_timeout') AS timeout"));
     expect(timeout).to.equal('500ms');
 
     const error = await manager
@@ -202,4 +207,3 @@ describe('faults: pool exhaustion and timeouts', function () {
   });
 });
 
-export type { TenantDataSourceManager };

@@ -17,6 +17,8 @@ export interface RestartablePostgres {
   readonly url: string;
   /** True while the server process runs. */
   readonly running: boolean;
+  /** Process id of the postmaster while it runs (to SIGSTOP it: a server that accepts connections and never answers). */
+  readonly pid: number | undefined;
   /** Stops the server (fast shutdown: open connections are terminated). Keeps the data. */
   stop(): Promise<void>;
   /** Starts it again on the same port and data directory. */
@@ -54,6 +56,9 @@ export async function startRestartablePostgres(): Promise<RestartablePostgres> {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/tenants`,
     get running() {
       return running;
+    },
+    get pid() {
+      return (server as unknown as { process?: { pid?: number } }).process?.pid;
     },
     async stop() {
       if (!running) return;

@@ -168,7 +168,75 @@ describe('faults: server restart (own embedded PostgreSQL, stopped and started i
       await manager.destroy();
     }
   });
+
+  it('a server that accepts connections but never answers (postmaster stopped with SIGSTOP, pooled backends terminated): calls fail with pg\'s connect timeout after pool.connectionTimeoutMillis instead of hanging; after SIGCONT the same manager serves again', async () => {
+    const manager = new TenantDataSourceManager(
+      managerOptions({
+        dataSource: { type: 'postgres', url: server!.url, poolSize: 4 },
+        pool: { connectionTimeoutMillis: CONNECTION_TIMEOUT_MS },
+        tenantRecordTtlMs: 60_000,
+        onPoolError: () => undefined,
+      }),
+    );
+    const control = new PgClient({ connectionString: server!.url, application_name: 'faults-admin' });
+    let paused: number | undefined;
+    try {
+      await manager.initialize();
+      const slugs = await createTenantsInBatches(manager, 3, 'fstall');
+      await Promise.all(slugs.map((slug) => manager.run(slug, () => tenantContext.query('SELECT 1'))));
+      await control.connect(); // opened before the stall: its backend keeps working
+
+      paused = server!.pid;
+      expect(paused, 'postmaster pid').to.be.a('number');
+      process.kill(paused!, 'SIGSTOP');
+      // Every pooled connection goes: the pool must open new ones, which the stalled postmaster never answers.
+      const { rows } = await control.query<{ n: number }>(
+        `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = 'typeorm-tenants'`,
+      );
+      expect(rows[0]!.n, 'pooled backends terminated').to.be.greaterThan(0);
+      await waitForPoolToEmpty(manager);
+
+      const outcomes = await Promise.all(
+        slugs.map((slug) =>
+          settleWithin(
+            () => manager.run(slug, () => tenantContext.getRepository(Client).save({ name: slug, email: `stall${suffixOf(slug)}` })),
+            FAIL_FAST_BOUND_MS,
+          ),
+        ),
+      );
+      expect(outcomes.map((o) => o.state), 'calls while the server does not answer').to.deep.equal(['rejected', 'rejected', 'rejected']);
+      for (const o of outcomes) expect(errorText(o.error), describeError(o.error)).to.match(/timeout/i);
+      console.log(`      stalled server: ${outcomes.length} calls rejected after ${outcomes.map((o) => Math.round(o.ms)).join(', ')} ms: ${describeError(outcomes[0]!.error)}`);
+
+      process.kill(paused!, 'SIGCONT');
+      paused = undefined;
+      const after = await Promise.all(
+        slugs.map((slug) =>
+          manager.run(slug, async () => {
+            await tenantContext.getRepository(Client).save({ name: slug, email: `resumed${suffixOf(slug)}` });
+            return tenantContext.getRepository(Client).find();
+          }),
+        ),
+      );
+      for (const [i, rows] of after.entries()) expect(rows.map((r) => r.email)).to.deep.equal([`resumed${suffixOf(slugs[i]!)}`]);
+      await expectRegistryMatchesNamespaces(manager, admin, ['fstall_']);
+    } finally {
+      if (paused !== undefined) process.kill(paused, 'SIGCONT');
+      await control.end().catch(() => undefined);
+      await manager.destroy();
+    }
+  });
 });
+
+/** Waits (at most 5 s) until the manager's pool has dropped every connection. */
+async function waitForPoolToEmpty(manager: TenantDataSourceManager): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (manager.stats().pool.total > 0) {
+    if (Date.now() > deadline) throw new Error(`The pool kept ${manager.stats().pool.total} terminated connections`);
+    await sleep(20);
+  }
+}
 
 /** The message of an error and of its causes, and its code. */
 function errorText(error: unknown): string {
