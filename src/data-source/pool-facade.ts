@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
+import { quoteIdent } from '../naming/quote-ident';
 
 type ConnectCallback = (err: Error | undefined, client: PoolClient | undefined, release: (err?: Error | boolean) => void) => void;
 
@@ -31,14 +32,27 @@ export interface SharedPoolView {
  * checks connections out of `pool`; connections used never exceed the pool's
  * `max`, however many DataSources there are.
  */
-export function createPgDriverFacade(pool: Pool): PgDriverFacade {
+export function createPgDriverFacade(pool: Pool, options: { readonly role?: string } = {}): PgDriverFacade {
+  const role = options.role;
   const view: SharedPoolView = {
     connect(callback?: ConnectCallback): Promise<PoolClient> | void {
+      if (role !== undefined) return connectAs(pool, role, callback);
       if (callback === undefined) return pool.connect();
       pool.connect((err, client, release) => callback(err, client, release));
     },
     query(...args: unknown[]): unknown {
-      return (pool.query as (...a: unknown[]) => unknown)(...args);
+      if (role === undefined) return (pool.query as (...a: unknown[]) => unknown)(...args);
+      if (typeof args[args.length - 1] === 'function') {
+        throw new TypeError('The role-bound pool supports promise queries only.');
+      }
+      return (async () => {
+        const client = await (connectAs(pool, role) as Promise<PoolClient>);
+        try {
+          return await (client.query as (...a: unknown[]) => Promise<unknown>)(...args);
+        } finally {
+          client.release();
+        }
+      })();
     },
     end(callback?: (err?: Error) => void): Promise<void> | void {
       // Closing one tenant's DataSource must not close the pool every tenant uses.
@@ -64,4 +78,52 @@ export function createPgDriverFacade(pool: Pool): PgDriverFacade {
     return view;
   } as unknown as new (config?: unknown) => SharedPoolView;
   return Object.freeze({ Pool: FacadePool });
+}
+
+/**
+ * Checks a connection out of `pool` with `SET ROLE` to the tenant's role, and
+ * hands it back with `RESET ROLE` run before it returns to the pool, so every
+ * statement of the checkout, reads outside transactions included, runs under
+ * the role. This is session state for the length of a checkout: it cannot
+ * work through a transaction pooler (documented). A connection whose reset
+ * fails is destroyed, never reused.
+ */
+function connectAs(pool: Pool, role: string, callback?: ConnectCallback): Promise<PoolClient> | void {
+  const setRole = `SET ROLE ${quoteIdent(role)}`;
+  const checkout = new Promise<PoolClient>((resolve, reject) => {
+    pool.connect((err, client, release) => {
+      if (err !== undefined || client === undefined) {
+        reject(err ?? new Error('The pool returned no connection.'));
+        return;
+      }
+      client.query(setRole).then(
+        () => {
+          let released = false;
+          const resetAndRelease = (releaseError?: Error | boolean): void => {
+            if (released) return;
+            released = true;
+            if (releaseError !== undefined && releaseError !== false) {
+              release(releaseError);
+              return;
+            }
+            client.query('RESET ROLE').then(
+              () => release(),
+              (resetError: Error) => release(resetError),
+            );
+          };
+          (client as { release: (err?: Error | boolean) => void }).release = resetAndRelease;
+          resolve(client);
+        },
+        (setError: Error) => {
+          release(setError);
+          reject(setError);
+        },
+      );
+    });
+  });
+  if (callback === undefined) return checkout;
+  checkout.then(
+    (client) => callback(undefined, client, client.release.bind(client)),
+    (error: Error) => callback(error, undefined, () => undefined),
+  );
 }

@@ -22,6 +22,8 @@ export interface LifecycleAccess {
   inLockedTransaction<T>(dataSource: DataSource, lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T>;
   /** Forgets the tenant's cached DataSource and record in this process. */
   evict(slug: string): void;
+  /** Drops the tenant's role (under role isolation; a no-op when it has none), in the caller's transaction. */
+  dropTenantRole(runner: QueryRunner & SqlRunner, schemaName: string): Promise<void>;
   /** A fresh DataSource bound to `schemaName` over the shared pool; the caller destroys it. */
   buildTenantDataSource(schemaName: string): Promise<DataSource>;
   /** Applies pending tenant migrations with `dataSource` (bound to the tenant) inside `runner`'s transaction, and updates the ledger. */
@@ -139,6 +141,7 @@ export class TenantLifecycle {
 
     await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
       for (const schema of schemas) await runner.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
+      await access.dropTenantRole(runner, schemaName);
       await access.registry.delete(runner, slug);
     });
     access.evict(slug);

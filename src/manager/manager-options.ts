@@ -72,6 +72,17 @@ export interface TenantDataSourceManagerOptions {
   readonly warmPool?: WarmPoolOptions;
   /** Called when background work (the warm pool refill) fails. Default: a process warning. */
   readonly onBackgroundError?: (error: Error) => void;
+  /**
+   * `'schema'` (default): isolation by schema-qualified SQL. `'role'`: each
+   * tenant also gets its own PostgreSQL role, granted its schema only, and
+   * every statement of a run (reads included) executes under it (`SET ROLE`
+   * at connection checkout, `RESET ROLE` at release), so even hand-written
+   * SQL naming another tenant's schema is refused by PostgreSQL. Costs two
+   * statements per checkout and needs session pooling (not a transaction
+   * pooler); the connecting role needs `CREATEROLE`. Shared tables are
+   * reachable in runs as far as they are granted to `PUBLIC`.
+   */
+  readonly isolation?: 'schema' | 'role';
   /** Settings of the shared pool: connection recycling and timeouts. */
   readonly pool?: TenantPoolOptions;
   /**

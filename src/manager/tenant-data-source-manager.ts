@@ -32,6 +32,8 @@ import { FleetMigrator, type FleetMigrationOptions, type TenantMigrationStatus }
 import { MigrationLedger } from '../migration/migration-ledger';
 import { TenantLifecycle, type DropTenantOptions } from '../lifecycle/tenant-lifecycle';
 import { WarmPool, type WarmPoolOptions } from '../provisioning/warm-pool';
+import { dropTenantRole, grantTenantRole } from '../isolation/tenant-role';
+import { tenantRoleName } from '../naming/derived-schema-name';
 import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenant-events';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
 import { validatePlainIdentifier } from '../naming/plain-identifier';
@@ -92,6 +94,7 @@ interface ResolvedOptions {
   readonly dropBatchSize: number;
   readonly seed: TenantSeed | undefined;
   readonly warmPool: WarmPoolOptions | undefined;
+  readonly isolation: 'schema' | 'role';
   readonly onBackgroundError: (error: Error) => void;
   readonly pool: Required<TenantPoolOptions>;
   readonly onPoolError: (error: Error) => void;
@@ -147,6 +150,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #init: Promise<void> | undefined;
   #destroy: Promise<void> | undefined;
   #partition: EntityPartition | undefined;
+  #pool: Pool | undefined;
   #facade: PgDriverFacade | undefined;
   #shared: DataSource | undefined;
   #fleet: FleetMigrator | undefined;
@@ -254,6 +258,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           throw error;
         }
         if (!claimed) await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true });
+        if (this.#options.isolation === 'role') {
+          await grantTenantRole(runner, this.#roleOf(schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
+        }
         const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
         await seed?.({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) });
         await this.#ledger.syncTenant(runner, slug, schemaName, { newTenant: true });
@@ -589,6 +596,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const pool = createSharedPool(options.connection, options.pool);
     pool.on('error', (error) => options.onPoolError(error));
     this.#pools.set(serverKeyOf(options.connection), pool);
+    this.#pool = pool;
     this.#facade = createPgDriverFacade(pool);
 
     const shared = new DataSource({
@@ -651,6 +659,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
       evict: (slug) => this.#cache.evict(slug),
       buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
+      dropTenantRole: (runner, schemaName) => dropTenantRole(runner, this.#roleOf(schemaName)),
       migrateInTransaction: async (dataSource, runner, slug, schemaName) => {
         await applyPendingMigrations(dataSource, runner, [schemaName, options.sharedSchema]);
         await this.#ledger.syncTenant(runner, slug, schemaName);
@@ -678,6 +687,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#shared = undefined;
     const pools = [...this.#pools.values()];
     this.#pools.clear();
+    this.#pool = undefined;
     await Promise.all(pools.map((pool) => closeSharedPool(pool)));
     if (this.#pinned) {
       this.#pinned = false;
@@ -715,6 +725,15 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       default:
         throw new Error(`Unexpected manager state "${this.#state satisfies never}"`);
     }
+  }
+
+  /** The tenant role of `schemaName` (roles are cluster-wide: the name includes the database). */
+  #roleOf(schemaName: string): string {
+    return tenantRoleName(this.#driverFacts!.database ?? '', schemaName);
+  }
+
+  get #migrationsTableName(): string {
+    return this.#options.connection.migrationsTableName ?? 'migrations';
   }
 
   #validateFleetOptions(options: FleetMigrationOptions): void {
@@ -761,7 +780,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const record = await this.#registry.find(this.#shared!, slug);
     if (record === undefined) throw new TenantNotFoundError(slug);
     if (record.status !== 'active') throw notServedError(slug, record.status);
-    const dataSource = await this.#buildTenantDataSource(record.schemaName);
+    const role = this.#options.isolation === 'role' ? this.#roleOf(record.schemaName) : undefined;
+    const dataSource = await this.#buildTenantDataSource(record.schemaName, role);
     return { dataSource, record, checkedAt: Date.now(), runState: { owner: this, tenant: record, dataSource } };
   }
 
@@ -771,13 +791,14 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * once by the shared DataSource, and installs no extensions (they live in
    * the shared schema, installed once).
    */
-  async #buildTenantDataSource(schemaName: string): Promise<DataSource> {
+  async #buildTenantDataSource(schemaName: string, role?: string): Promise<DataSource> {
     const dataSource = new DataSource({
       ...this.#options.connection,
       schema: schemaName,
       entities: [...this.#partition!.tenantEntities, ...this.#partition!.sharedEntities],
       migrations: [...this.#options.tenantMigrations],
-      driver: this.#facade,
+      // Under role isolation a served DataSource checks connections out as the tenant's role.
+      driver: role === undefined ? this.#facade : createPgDriverFacade(this.#pool!, { role }),
       installExtensions: false,
       synchronize: false,
       dropSchema: false,
@@ -884,6 +905,7 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     lockTimeoutMs: nonNegative(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs'),
     dropBatchSize: positiveInteger(options.dropBatchSize ?? DEFAULT_DROP_BATCH_SIZE, 'dropBatchSize'),
     seed: options.seed,
+    isolation: isolationOf(options.isolation),
     warmPool: options.warmPool === undefined ? undefined : Object.freeze({ size: positiveInteger(options.warmPool.size, 'warmPool.size') }),
     onBackgroundError:
       options.onBackgroundError ??
@@ -916,4 +938,9 @@ function migrationNameOf(migrationClass: Function): string {
 
 function notServedError(slug: string, status: string): TenantNotActiveError {
   return status === 'suspended' ? new TenantSuspendedError(slug) : new TenantNotActiveError(slug, status);
+}
+
+function isolationOf(value: unknown): 'schema' | 'role' {
+  if (value === undefined || value === 'schema' || value === 'role') return value ?? 'schema';
+  throw new TenancyConfigurationError(`Option "isolation" must be 'schema' or 'role'; got ${JSON.stringify(value)}.`);
 }

@@ -19,3 +19,13 @@ export function archiveSchemaName(schemaName: string): string {
 function shortHash(value: string): string {
   return createHash('sha256').update(value).digest('hex').slice(0, 16);
 }
+
+/**
+ * Name of the PostgreSQL role of a tenant under `isolation: 'role'`. Roles
+ * are cluster-wide, so the name is derived from the database as well as the
+ * schema (two databases on one server never share a tenant role), with a hash
+ * under the library's reserved prefix, within 63 bytes.
+ */
+export function tenantRoleName(database: string, schemaName: string): string {
+  return `${LIBRARY_SCHEMA_PREFIX}r_${createHash('sha256').update(`${database}\0${schemaName}`).digest('hex').slice(0, 24)}`;
+}
