@@ -55,7 +55,9 @@ export function fromHeader(name: string = DEFAULT_TENANT_HEADER): TenantResolver
   const resolver = (req: HttpRequestLike): ResolvedSlug => {
     const value = req.headers[key];
     const text = Array.isArray(value) ? value.join(', ') : value;
-    return text === undefined ? undefined : text.trim();
+    // Only HTTP's optional whitespace (space, tab) is trimmed: anything else
+    // around the name, a no-break space say, makes it invalid, not another name.
+    return text === undefined ? undefined : text.replace(/^[ \t]+|[ \t]+$/g, '');
   };
   return labelled(resolver, `header ${key}`);
 }
