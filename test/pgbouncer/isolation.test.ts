@@ -2,10 +2,12 @@ import { expect } from 'chai';
 import { Pool, type PoolClient } from 'pg';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { Client, Plan, Project } from '../../entities';
+import { tenantMigrations } from '../../migrations';
 import { tenantContext, type TenantDataSourceManager } from '../../src';
 import { closeSharedPool } from '../../src/data-source/shared-pool';
 import { startPgBouncer, type RunningPgBouncer } from '../../support/pgbouncer';
 import { adminQuery, databaseUrl, newManager, openManager, uniqueSlug } from '../support/fixtures';
+import { AddClientPhone1700000000003 } from '../support/extra-migrations';
 
 /** Server connections PgBouncer keeps per database/user pair. */
 const BOUNCER_POOL = 4;
@@ -226,6 +228,30 @@ describe('behind PgBouncer 1.18 (transaction pooling)', function () {
     // Our 10 pooled connections were multiplexed onto at most 4 server connections.
     expect(maxBackends, 'server connections opened by PgBouncer').to.be.at.most(BOUNCER_POOL);
     expect(manager.stats().pool.total).to.be.at.most(CLIENT_POOL);
+  });
+
+  it('fleet migrations, lifecycle and the warm pool work through PgBouncer (transaction-level locks only)', async () => {
+    const registryTable = `bouncer_${uniqueSlug('f').replace(/-/g, '_')}`;
+    const via = { dataSource: { type: 'postgres' as const, url: bouncerUrl(), poolSize: CLIENT_POOL }, registryTable };
+    const base = await openManager({ ...via, warmPool: { size: 2 } });
+    const slugs = await Promise.all(Array.from({ length: 12 }, async () => {
+      const slug = uniqueSlug('bf');
+      await base.createTenant(slug);
+      return slug;
+    }));
+    const newer = await openManager({ ...via, warmPool: { size: 2 }, tenantMigrations: [...tenantMigrations, AddClientPhone1700000000003] });
+    const [first, second] = await Promise.all([newer.migrateTenants({ concurrency: 4 }), newer.migrateTenants({ concurrency: 4 })]);
+    const migrated = [...first.results, ...second.results].filter((r) => r.status === 'migrated').map((r) => r.slug).sort();
+    expect(migrated, 'each tenant migrated exactly once').to.deep.equal([...slugs].sort());
+    expect([...first.results, ...second.results].filter((r) => r.status === 'failed')).to.deep.equal([]);
+    await newer.suspendTenant(slugs[0]!);
+    await newer.archiveTenant(slugs[1]!);
+    await newer.restoreTenant(slugs[1]!);
+    await newer.dropTenant(slugs[0]!);
+    expect(await newer.getTenant(slugs[0]!)).to.equal(undefined);
+    expect((await newer.migrationStatus()).every((s) => s.pending.length === 0)).to.equal(true);
+    await newer.refillWarmPool();
+    expect(await newer.warmPoolStatus()).to.deep.equal({ total: 2, ready: 2 });
   });
 
   it('pool.statementTimeoutMillis is refused by PgBouncer at connect, loudly (a startup parameter it does not support)', async () => {
