@@ -2,7 +2,7 @@
 export interface BenchConfig {
   /** `--quick`: a few seconds in all, for CI; writes quick.json / quick.md. */
   readonly quick: boolean;
-  /** Tenants of B100, C, D and E (100; `--quick`: 10). */
+  /** Tenants of B100, C, D, E and M100 (100; `--quick`: 10). */
   readonly tenants: number;
   /** Rows pre-filled into every `client` table. */
   readonly rowsPerSchema: number;
@@ -27,11 +27,11 @@ export interface BenchConfig {
 
 export type Workload = 'find' | 'insert';
 
-export const ALL_CONTENDERS = ['A', 'B1', 'B100', 'C', 'D', 'E'] as const;
+export const ALL_CONTENDERS = ['A', 'B1', 'R1', 'B100', 'C', 'D', 'E', 'M1', 'M100'] as const;
 
 const USAGE = `Usage: node build/bench/run.js [options]
   --quick                 a few seconds in all (10 tenants, small op counts); writes bench/results/quick.{json,md}
-  --tenants=N             tenants for B100, C, D, E (default 100)
+  --tenants=N             tenants for B100, C, D, E, M100 (default 100)
   --rounds=N              alternation rounds (default 15)
   --ops=N                 ops per contender per round at concurrency 1 (default 500; higher concurrency: 4/3 as many)
   --contenders=A,B1,...   run only these (A always runs: it is the baseline)

@@ -59,6 +59,7 @@ export async function describeEnvironment(url: string, embedded: boolean, descri
       typeorm: packageVersion('typeorm'),
       pg: packageVersion('pg'),
       'pg-pool': packageVersion('pg-pool'),
+      '@mikro-orm/postgresql': packageVersion('@mikro-orm/postgresql'),
       'typeorm-tenants': packageVersion('.'),
     },
   };

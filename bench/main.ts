@@ -3,19 +3,24 @@ import { join } from 'node:path';
 
 /**
  * `npm run bench [-- --quick ...]`: the routing benchmark (every argument
- * goes to it), then the provisioning and fleet benchmark and the HTTP
- * benchmark (`--quick` only), each in its own process so none disturbs
- * another's heap.
+ * goes to it), then the provisioning and fleet benchmark, the HTTP
+ * benchmark and the cache-scale benchmark (`--quick` only), each in its own
+ * process so none disturbs another's heap; the cache benchmark runs under
+ * `--expose-gc` (it measures heap after a forced GC). Last, the chart is
+ * drawn from the results.
  */
 function main(): void {
   const args = process.argv.slice(2);
-  const parts: Array<[string, string[]]> = [
-    ['run.js', args],
-    [join('fleet', 'run.js'), args.filter((a) => a === '--quick')],
-    [join('http', 'run.js'), args.filter((a) => a === '--quick')],
+  const quickOnly = args.filter((a) => a === '--quick');
+  const parts: Array<[string, string[], string[]]> = [
+    ['run.js', [], args],
+    [join('fleet', 'run.js'), [], quickOnly],
+    [join('http', 'run.js'), [], quickOnly],
+    [join('cache', 'run.js'), ['--expose-gc'], quickOnly],
+    ['chart.js', [], quickOnly],
   ];
-  for (const [script, scriptArgs] of parts) {
-    const result = spawnSync(process.execPath, [join(__dirname, script), ...scriptArgs], { stdio: 'inherit' });
+  for (const [script, nodeFlags, scriptArgs] of parts) {
+    const result = spawnSync(process.execPath, [...nodeFlags, join(__dirname, script), ...scriptArgs], { stdio: 'inherit' });
     if (result.status !== 0) {
       console.error(`[bench] ${script} failed (exit ${result.status ?? result.signal})`);
       process.exitCode = 1;

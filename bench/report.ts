@@ -88,7 +88,7 @@ export function renderMarkdown(report: BenchReport): string {
       `${env.postgres.embedded ? ' (embedded, on the same machine)' : ''}, typeorm ${env.packages.typeorm}, pg ${env.packages.pg}. ` +
       `Workload: \`findOneBy\` by primary key and single-row \`insert\` on the example \`client\` table ` +
       `(${report.settings.rowsPerSchema} rows per schema), pool size ${report.settings.poolSize}, ` +
-      `${report.settings.tenants} tenants for B100/C/D/E; contenders alternate round-robin ` +
+      `${report.settings.tenants} tenants for B100/C/D/E/M100; contenders alternate round-robin ` +
       `(${report.settings.rounds} rounds after a warm-up). "x A" is throughput relative to plain TypeORM (A), the median of round-by-round ratios; latencies in microseconds. ` +
       (env.machine.cpuWhileMeasuring === undefined
         ? ''
@@ -118,7 +118,7 @@ export function renderMarkdown(report: BenchReport): string {
     out.push(...markdownTable(header, rows));
     out.push('');
   }
-  out.push('Contenders (each with its own pool; B100, C, D and E route over the same tenants, round-robin per operation):');
+  out.push('Contenders (each with its own pool; B100, C, D, E and M100 route over the same tenants, round-robin per operation):');
   out.push('');
   for (const name of names) out.push(`- **${name}**: ${CONTENDER_DESCRIPTIONS[name] ?? ''}`);
   out.push('');
@@ -157,6 +157,7 @@ function formatMeasure(t: TargetCheck): string {
 
 function formatRequired(t: TargetCheck): string {
   if (t.target.includes('<=')) return `<= ${t.required}`;
+  if (/ > /.test(t.target)) return `> ${t.required.toFixed(2)}`;
   return `>= ${t.target.includes('connections') ? t.required : t.required.toFixed(2)}`;
 }
 

@@ -62,7 +62,7 @@ async function main(): Promise<void> {
 
 async function measure(config: BenchConfig, cleanups: Array<{ what: string; run: () => Promise<void> }>): Promise<void> {
   const wantsE = config.contenders.includes('E');
-  const needed = 5 * config.poolSize + (wantsE ? config.tenants * config.poolSizePerTenantE : 0) + 20;
+  const needed = config.contenders.filter((c) => c !== 'E').length * config.poolSize + (wantsE ? config.tenants * config.poolSizePerTenantE : 0) + 20;
   const database: ScratchDatabase = await startScratchDatabase({ settings: { max_connections: Math.max(200, needed + 50) } });
   cleanups.push({ what: 'the scratch database', run: () => database.stop() });
   log(`database: ${database.description}`);

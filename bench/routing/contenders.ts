@@ -2,10 +2,11 @@ import { DataSource, type DataSourceOptions, type Repository } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { Client, Plan, Project } from '../../entities';
 import { sharedMigrations, tenantMigrations } from '../../migrations';
-import { TenantDataSourceManager, quoteIdent, tenantContext } from '../../src';
+import { TenantDataSourceManager, quoteIdent, schemaNameForSlug, tenantContext } from '../../src';
 import type { Workload } from '../config';
 import type { Operation } from '../measure';
 import { inParallel, type RoutingFixture } from './fixture';
+import { openMikroOrm } from './mikro-orm';
 
 /**
  * The ways of routing a query to a tenant that the routing benchmark
@@ -16,7 +17,9 @@ import { inParallel, type RoutingFixture } from './fixture';
  * - B100 typeorm-tenants, all tenants round-robin;
  * - C    one DataSource, per op: QueryRunner + `SET search_path` + query + release;
  * - D    one DataSource, per op: `BEGIN; SET LOCAL search_path; query; COMMIT`;
- * - E    one DataSource with its own pool per tenant.
+ * - E    one DataSource with its own pool per tenant;
+ * - M1   MikroORM 6, `em.fork({ schema })` per op, one tenant;
+ * - M100 MikroORM 6, `em.fork({ schema })` per op, all tenants round-robin.
  *
  * Every contender has its own pool(s) and its own PostgreSQL
  * application_name, so the connections each uses can be counted.
@@ -49,19 +52,25 @@ export interface ContenderSettings {
 export const CONTENDER_LABELS: Readonly<Record<string, string>> = {
   A: 'plain TypeORM (baseline)',
   B1: 'typeorm-tenants, 1 tenant',
+  R1: "typeorm-tenants, 1 tenant, isolation: 'role'",
   B100: 'typeorm-tenants, N tenants',
   C: 'SET search_path per op',
   D: 'BEGIN; SET LOCAL; COMMIT per op',
   E: 'own pool per tenant',
+  M1: 'MikroORM em.fork({ schema }), 1 tenant',
+  M100: 'MikroORM em.fork({ schema }), N tenants',
 };
 
 export const CONTENDER_DESCRIPTIONS: Readonly<Record<string, string>> = {
   A: 'plain TypeORM DataSource on one schema, no tenancy (baseline)',
   B1: 'typeorm-tenants, 1 tenant: manager.run(slug, () => tenantContext.getRepository(Client)...)',
+  R1: "as B1, with isolation: 'role' (the tenant's PostgreSQL role set at every connection checkout, reset at release)",
   B100: 'typeorm-tenants, N tenants round-robin, one shared pool',
   C: 'one DataSource; per op: QueryRunner, SET search_path, query, release',
   D: 'one DataSource; per op: BEGIN; SET LOCAL search_path; query; COMMIT',
   E: 'one DataSource with its own pool per tenant',
+  M1: 'MikroORM 6.6 (@mikro-orm/postgresql), 1 tenant: per op em.fork({ schema }).findOne(ClientSchema, { id }) / .insert(ClientSchema, {...}); EntitySchema, knex pool',
+  M100: 'MikroORM 6.6, N tenants round-robin: em.fork({ schema }) per op, one pool',
 };
 
 /** A new row per insert: TypeORM writes the generated id and defaults back into the object. */
@@ -78,6 +87,8 @@ export async function openContender(name: string, fixture: RoutingFixture, setti
       return openPlain(fixture, settings);
     case 'B1':
       return openTenants('B1', fixture, settings, [fixture.soloSlug]);
+    case 'R1':
+      return openTenants('R1', fixture, settings, [ROLE_SLUG]);
     case 'B100':
       return openTenants('B100', fixture, settings, fixture.tenantSlugs);
     case 'C':
@@ -86,6 +97,10 @@ export async function openContender(name: string, fixture: RoutingFixture, setti
       return openSetLocal(fixture, settings);
     case 'E':
       return openPoolPerTenant(fixture, settings);
+    case 'M1':
+      return openMikroOrm('M1', CONTENDER_DESCRIPTIONS.M1!, fixture, settings, [schemaNameForSlug(fixture.soloSlug)], idFor);
+    case 'M100':
+      return openMikroOrm('M100', CONTENDER_DESCRIPTIONS.M100!, fixture, settings, fixture.tenantSchemas, idFor);
     default:
       throw new Error(`Unknown contender "${name}"`);
   }
@@ -129,17 +144,26 @@ async function openPlain(fixture: RoutingFixture, settings: ContenderSettings): 
   };
 }
 
-async function openTenants(name: 'B1' | 'B100', fixture: RoutingFixture, settings: ContenderSettings, slugs: readonly string[]): Promise<Contender> {
+/** The tenant of R1: its own registry, created with a role, filled like the others. */
+const ROLE_SLUG = 'bench-role';
+
+async function openTenants(name: 'B1' | 'B100' | 'R1', fixture: RoutingFixture, settings: ContenderSettings, slugs: readonly string[]): Promise<Contender> {
   const applicationName = `bench-${name}`;
+  const role = name === 'R1';
   const manager = new TenantDataSourceManager({
     dataSource: { type: 'postgres', url: settings.url, poolSize: settings.poolSize, applicationName },
     entities: [Client, Project, Plan],
     tenantMigrations,
     sharedMigrations,
     pool: { idleTimeoutMillis: settings.idleTimeoutMillis },
+    ...(role ? { isolation: 'role' as const, registryTable: 'bench_role_tenants' } : {}),
   });
   try {
     await manager.initialize();
+    if (role && (await manager.getTenant(ROLE_SLUG)) === undefined) {
+      await manager.createTenant(ROLE_SLUG);
+      await manager.run(ROLE_SLUG, () => tenantContext.getRepository(Client).insert(Array.from({ length: fixture.rowsPerSchema }, row)));
+    }
   } catch (error) {
     await manager.destroy().catch(() => undefined);
     throw error;

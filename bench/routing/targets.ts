@@ -38,6 +38,11 @@ export function checkTargets(results: RoutingResults, poolSize: number): TargetC
     add('B1 >= 0.97 x A', 'B1', 'A', 0.97);
     add('B100 >= 1.5 x C', 'B100', 'C', 1.5);
     add('B100 >= 2.5 x D', 'B100', 'D', 2.5);
+    // "Clearly ahead of MikroORM": B100 above M100, round by round (required > 1.00).
+    const m = pair('B100', 'M100');
+    if (m !== undefined) {
+      checks.push({ target: 'B100 > M100', workload: cell.workload, measured: m.median, required: 1, met: m.median > 1, note: `all rounds: ${m.overall.toFixed(3)}` });
+    }
   }
   for (const b of results.connections.filter((x) => x.name === 'B1' || x.name === 'B100')) {
     checks.push({
