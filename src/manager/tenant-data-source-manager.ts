@@ -827,8 +827,12 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     try {
       await runner.startTransaction();
       try {
-        await runner.query(`SET LOCAL lock_timeout = ${Math.max(0, Math.floor(this.#options.lockTimeoutMs))}`);
-        await runner.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`typeorm-tenants:${lockName}`]);
+        // One round trip: FROM is evaluated before the target list, so the
+        // transaction's lock_timeout is in force before the lock is waited for.
+        await runner.query(
+          `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) FROM (SELECT set_config('lock_timeout', $2, true)) AS timeout`,
+          [`typeorm-tenants:${lockName}`, `${Math.max(0, Math.floor(this.#options.lockTimeoutMs))}ms`],
+        );
         const result = await work(runner);
         await runner.commitTransaction();
         return result;
