@@ -3,7 +3,7 @@ import type { TenancyError } from '../errors';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../registry/tenant-record';
 import { tenancyErrorBody } from './http-errors';
-import { TenantRequestResolver, bindEmitterToContext, releaseWhenClosed, type TenantMiddlewareOptions } from './tenant-resolution';
+import { TenantRequestResolver, bindEmittersToContext, releaseWhenClosed, type TenantMiddlewareOptions } from './tenant-resolution';
 
 export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
 export type { TenantResolver } from './tenant-resolvers';
@@ -64,8 +64,7 @@ export function tenantMiddleware(manager: TenantDataSourceManager, options: Tena
           case 'tenant': {
             const refusal = await resolver.enter(outcome.tenant.slug, (release) => {
               releaseWhenClosed(res, release);
-              bindEmitterToContext(req);
-              bindEmitterToContext(res);
+              bindEmittersToContext(req, res);
               (req as { tenant?: TenantRecord }).tenant = outcome.tenant;
               if (outcome.url !== undefined) req.url = outcome.url;
               next();

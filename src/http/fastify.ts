@@ -4,7 +4,7 @@ import type { TenancyError } from '../errors';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../registry/tenant-record';
 import { tenancyErrorBody } from './http-errors';
-import { TenantRequestResolver, bindEmitterToContext, releaseWhenClosed, type TenantMiddlewareOptions } from './tenant-resolution';
+import { TenantRequestResolver, bindEmittersToContext, releaseWhenClosed, type TenantMiddlewareOptions } from './tenant-resolution';
 
 export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
 export type { TenantResolver } from './tenant-resolvers';
@@ -52,8 +52,7 @@ const plugin: FastifyPluginCallback<TenancyPluginOptions> = (fastify: FastifyIns
               releaseWhenClosed(reply.raw, release);
               // The body is read from socket events, in the socket's context:
               // bound emitters bring the handler back into the tenant's.
-              bindEmitterToContext(request.raw);
-              bindEmitterToContext(reply.raw);
+              bindEmittersToContext(request.raw, reply.raw);
               request.tenant = outcome.tenant;
               next();
             });
