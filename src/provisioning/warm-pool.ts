@@ -134,22 +134,28 @@ export class WarmPool {
       if (!access.isServing()) return;
       await this.#migrateSpare(schemaName);
     }
-    while (access.isServing()) {
-      const { total } = await this.count(access.sharedDataSource);
-      if (total >= this.#size) return;
-      await this.#createSpare();
+    while (access.isServing() && (await this.#createSpare())) {
+      // one more spare made; go round until the pool is full
     }
   }
 
-  async #createSpare(): Promise<void> {
+  /**
+   * Creates one spare unless the pool is full, and says whether it did. The
+   * count and the creation happen under one advisory lock per warm table, so
+   * processes refilling the same pool at once never overshoot its size.
+   */
+  async #createSpare(): Promise<boolean> {
     const access = this.#access;
     const schemaName = `${WARM_SCHEMA_PREFIX}${randomBytes(8).toString('hex')}`;
     const dataSource = await access.buildTenantDataSource(schemaName);
     try {
-      await access.inLockedTransaction(dataSource, `schema:${schemaName}`, async (runner) => {
+      return await access.inLockedTransaction(dataSource, `warm-pool:${this.#table}`, async (runner) => {
+        const { total } = await this.count(runner);
+        if (total >= this.#size) return false;
         await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
         const applied = await applyPendingMigrations(dataSource, runner, [schemaName, access.sharedSchema], { freshSchema: true });
         await runner.query(`INSERT INTO ${this.#table} (schema_name, applied) VALUES ($1, $2)`, [schemaName, applied]);
+        return true;
       });
     } finally {
       await dataSource.destroy();

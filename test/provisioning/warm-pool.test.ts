@@ -91,6 +91,14 @@ describe('Warm pool: signup claims a pre-migrated schema', () => {
     expect((await newer.migrationStatus()).find((s) => s.slug === slug)?.pending).to.deep.equal([]);
   });
 
+  it('two processes refilling one pool at once never overshoot its size', async () => {
+    const registryTable = registry();
+    const [a, b] = await Promise.all([openManager({ registryTable, warmPool: { size: 3 } }), openManager({ registryTable, warmPool: { size: 3 } })]);
+    await Promise.all([a.refillWarmPool(), b.refillWarmPool(), a.refillWarmPool()]);
+    expect(await a.warmPoolStatus()).to.deep.equal({ total: 3, ready: 3 });
+    expect(await spares(registryTable)).to.have.length(3);
+  });
+
   it('the seed hook runs in a claimed schema with the tenant search_path', async () => {
     const registryTable = registry();
     const manager = await openManager({
@@ -120,7 +128,7 @@ describe('Warm pool: signup claims a pre-migrated schema', () => {
     );
     // Other tests' spares are listed in their own warm tables.
     const others = await adminQuery<{ table_name: string }>(
-      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_name LIKE 'warm\\_%\\_warm'",
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_name LIKE '%\\_warm'",
     );
     const listedElsewhere = new Set<string>();
     for (const { table_name } of others) {
