@@ -3,7 +3,7 @@ import type { TenancyError } from '../errors';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../registry/tenant-record';
 import { tenancyErrorBody } from './http-errors';
-import { TenantRequestResolver, bindEmittersToContext, releaseWhenClosed, type TenantMiddlewareOptions } from './tenant-resolution';
+import { TenantRequestResolver, serveRequest, type TenantMiddlewareOptions } from './tenant-resolution';
 
 export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
 export type { TenantResolver } from './tenant-resolvers';
@@ -51,32 +51,16 @@ export interface TenantMiddleware {
 export function tenantMiddleware(manager: TenantDataSourceManager, options: TenantMiddlewareOptions<any>): TenantMiddleware {
   const resolver = new TenantRequestResolver<IncomingMessage>(manager, options);
   const middleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void => {
-    resolver
-      .resolve(req)
-      .then(async (outcome) => {
-        switch (outcome.kind) {
-          case 'none':
-            next();
-            return;
-          case 'refused':
-            sendTenancyError(res, outcome.error);
-            return;
-          case 'tenant': {
-            const refusal = await resolver.enter(outcome.tenant.slug, (release) => {
-              releaseWhenClosed(res, release);
-              bindEmittersToContext(req, res);
-              (req as { tenant?: TenantRecord }).tenant = outcome.tenant;
-              if (outcome.url !== undefined) req.url = outcome.url;
-              next();
-            });
-            if (refusal !== undefined) sendTenancyError(res, refusal);
-            return;
-          }
-          default:
-            throw new Error(`Unexpected resolution "${(outcome satisfies never as { kind: string }).kind}"`);
-        }
-      })
-      .catch(next);
+    serveRequest(resolver, req, {
+      request: req,
+      response: res,
+      attach: (tenant, url) => {
+        (req as { tenant?: TenantRecord }).tenant = tenant;
+        if (url !== undefined) req.url = url;
+      },
+      proceed: () => next(),
+      refuse: (error) => sendTenancyError(res, error),
+    }).catch(next);
   };
   return Object.assign(middleware, { resolver, close: () => resolver.close() });
 }

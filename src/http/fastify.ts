@@ -4,7 +4,7 @@ import type { TenancyError } from '../errors';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../registry/tenant-record';
 import { tenancyErrorBody } from './http-errors';
-import { TenantRequestResolver, bindEmittersToContext, releaseWhenClosed, type TenantMiddlewareOptions } from './tenant-resolution';
+import { TenantRequestResolver, serveRequest, type TenantMiddlewareOptions } from './tenant-resolution';
 
 export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
 export type { TenantResolver } from './tenant-resolvers';
@@ -37,33 +37,15 @@ const plugin: FastifyPluginCallback<TenancyPluginOptions> = (fastify: FastifyIns
   // A callback hook, not an async one: done() must be called inside the
   // run, so that Fastify's next hooks and the handler start in its context.
   fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, next: (error?: Error) => void) => {
-    resolver
-      .resolve(request)
-      .then(async (outcome) => {
-        switch (outcome.kind) {
-          case 'none':
-            next();
-            return;
-          case 'refused':
-            sendError(reply, outcome.error);
-            return;
-          case 'tenant': {
-            const refusal = await resolver.enter(outcome.tenant.slug, (release) => {
-              releaseWhenClosed(reply.raw, release);
-              // The body is read from socket events, in the socket's context:
-              // bound emitters bring the handler back into the tenant's.
-              bindEmittersToContext(request.raw, reply.raw);
-              request.tenant = outcome.tenant;
-              next();
-            });
-            if (refusal !== undefined) sendError(reply, refusal);
-            return;
-          }
-          default:
-            throw new Error(`Unexpected resolution "${(outcome satisfies never as { kind: string }).kind}"`);
-        }
-      })
-      .catch((error: Error) => next(error));
+    serveRequest(resolver, request, {
+      request: request.raw,
+      response: reply.raw,
+      attach: (tenant) => {
+        request.tenant = tenant;
+      },
+      proceed: () => next(),
+      refuse: (error) => sendError(reply, error),
+    }).catch((error: Error) => next(error));
   });
   done();
 };

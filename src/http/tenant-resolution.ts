@@ -178,6 +178,51 @@ export class TenantRequestResolver<Req extends object = any> {
   }
 }
 
+/** How an adapter lets `serveRequest` act on one request. */
+export interface RequestHandling {
+  /** The raw request and response, whose events must stay in the tenant's context. */
+  readonly request: EventEmitter;
+  readonly response: EventEmitter & { readonly closed?: boolean; readonly destroyed?: boolean };
+  /** Records the tenant on the request (and the rewritten path, for path resolution). */
+  attach(tenant: TenantRecord, url: string | undefined): void;
+  /** Continues with the rest of the request. */
+  proceed(): void;
+  /** Answers the refusal. */
+  refuse(error: TenancyError): void;
+}
+
+/**
+ * The one request flow every adapter shares: resolve the tenant, answer a
+ * refusal, or run the rest of the request inside the tenant, holding its
+ * DataSource until the response has closed. Rejects only with errors that
+ * are not `TenancyError`s, for the framework's error handling.
+ */
+export async function serveRequest<Req extends object>(resolver: TenantRequestResolver<Req>, req: Req, handling: RequestHandling): Promise<void> {
+  const outcome = await resolver.resolve(req);
+  switch (outcome.kind) {
+    case 'none':
+      handling.proceed();
+      return;
+    case 'refused':
+      handling.refuse(outcome.error);
+      return;
+    case 'tenant': {
+      const refusal = await resolver.enter(outcome.tenant.slug, (release) => {
+        releaseWhenClosed(handling.response, release);
+        // The body is read from socket events, in the socket's context:
+        // bound emitters bring the handler back into the tenant's.
+        bindEmittersToContext(handling.request, handling.response);
+        handling.attach(outcome.tenant, outcome.url);
+        handling.proceed();
+      });
+      if (refusal !== undefined) handling.refuse(refusal);
+      return;
+    }
+    default:
+      throw new Error(`Unexpected resolution "${(outcome satisfies never as { kind: string }).kind}"`);
+  }
+}
+
 /**
  * Makes every listener of the `emitters` run in the async context active now.
  * Node emits a request's `data`/`end` and a response's `finish`/`close` from
