@@ -187,9 +187,9 @@ export class FleetMigrator {
 
   async #namedTenants(slugs: readonly string[]): Promise<TenantRecord[]> {
     const access = this.#access;
-    const all = new Map((await access.registry.list(access.sharedDataSource)).map((t) => [t.slug, t]));
+    const found = new Map((await access.registry.findMany(access.sharedDataSource, slugs)).map((t) => [t.slug, t]));
     return [...new Set(slugs)].map((slug) => {
-      const tenant = all.get(slug);
+      const tenant = found.get(slug);
       if (tenant === undefined) throw new TenantNotFoundError(slug);
       return tenant;
     });

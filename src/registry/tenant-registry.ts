@@ -56,6 +56,12 @@ export class TenantRegistry {
     return rows.length === 0 ? undefined : toRecord(rows[0]!);
   }
 
+  /** The records of `slugs` that exist, ordered by slug. */
+  async findMany(sql: SqlRunner, slugs: readonly string[]): Promise<TenantRecord[]> {
+    const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} WHERE slug = ANY($1::text[]) ORDER BY slug`, [slugs]);
+    return rows.map(toRecord);
+  }
+
   async list(sql: SqlRunner): Promise<TenantRecord[]> {
     const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} ORDER BY slug`);
     return rows.map(toRecord);
