@@ -3,12 +3,12 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { Client as PgClient } from 'pg';
-import { Client, Plan, Project } from '../../entities';
-import { sharedMigrations, tenantMigrations } from '../../migrations';
+import { Client } from '../../entities';
 import { DEFAULT_TENANT_RECORD_TTL_MS, TenantDataSourceManager, tenantContext, type TenantDataSourceManagerOptions } from '../../src';
 import { startScratchDatabase } from '../../support/database';
 import { cpuShareBetween, snapshotCpu } from '../cpu-share';
 import { describeEnvironment, round2 } from '../environment';
+import { ExampleManagers } from '../example-managers';
 import { collectGarbage, percentile } from '../measure';
 import { inParallel } from '../routing/fixture';
 
@@ -223,24 +223,10 @@ async function main(): Promise<void> {
   const exposedGc = typeof (globalThis as { gc?: unknown }).gc === 'function';
   if (!exposedGc) log('note: run with node --expose-gc for exact heap figures (falling back to the harness GC)');
   const database = await startScratchDatabase({ settings: { max_connections: 100 } });
-  const managers: TenantDataSourceManager[] = [];
+  const managers = new ExampleManagers(database.url, { poolSize: POOL_SIZE, applicationName: APP });
   let sampler: ConnectionSampler | undefined;
-  const open = async (overrides: Partial<TenantDataSourceManagerOptions>, applicationName = APP): Promise<TenantDataSourceManager> => {
-    const manager = new TenantDataSourceManager({
-      dataSource: { type: 'postgres', url: database.url, poolSize: POOL_SIZE, applicationName },
-      entities: [Client, Project, Plan],
-      tenantMigrations,
-      sharedMigrations,
-      ...overrides,
-    });
-    managers.push(manager);
-    await manager.initialize();
-    return manager;
-  };
-  const close = async (manager: TenantDataSourceManager): Promise<void> => {
-    await manager.destroy();
-    managers.splice(managers.indexOf(manager), 1);
-  };
+  const open = (overrides: Partial<TenantDataSourceManagerOptions>): Promise<TenantDataSourceManager> => managers.open(overrides);
+  const close = (manager: TenantDataSourceManager): Promise<void> => managers.close(manager);
   try {
     log(`database: ${database.description}`);
     const environment = await describeEnvironment(database.url, database.embedded, database.description);
@@ -249,7 +235,7 @@ async function main(): Promise<void> {
 
     // Tenants, made by the library (example model: client, project, ... + migrations table).
     const t0 = performance.now();
-    const setup = await open({ dataSource: { type: 'postgres', url: database.url, poolSize: 4, applicationName: 'bench-setup' } }, 'bench-setup');
+    const setup = await open({ dataSource: { type: 'postgres', url: database.url, poolSize: 4, applicationName: 'bench-setup' } });
     await inParallel(
       Array.from({ length: sizes.tenants }, (_, i) => slugOf(i)),
       4,
@@ -393,7 +379,7 @@ async function main(): Promise<void> {
     await writeFile(join(RESULTS_DIR, `${name}.md`), markdown);
     console.log(markdown);
   } finally {
-    for (const manager of [...managers]) await manager.destroy().catch((error: unknown) => console.error(error));
+    await managers.closeAll();
     await sampler?.close().catch(() => undefined);
     await database.stop();
   }

@@ -1,12 +1,13 @@
 import 'reflect-metadata';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Client, Plan, Project } from '../../entities';
-import { sharedMigrations, tenantMigrations } from '../../migrations';
-import { TenantDataSourceManager, type TenantDataSourceManagerOptions } from '../../src';
+import { tenantMigrations } from '../../migrations';
+import type { TenantDataSourceManager, TenantDataSourceManagerOptions } from '../../src';
 import { startScratchDatabase } from '../../support/database';
 import { describeEnvironment } from '../environment';
+import { ExampleManagers } from '../example-managers';
 import { median, percentile } from '../measure';
+import { inParallel } from '../routing/fixture';
 import { addColumnMigration, generatedModelMigrations } from './generated-model';
 
 /**
@@ -33,19 +34,8 @@ async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const sizes = quick ? QUICK_SIZES : DEFAULT_SIZES;
   const database = await startScratchDatabase({ settings: { max_connections: 200, max_locks_per_transaction: 256 } });
-  const managers: TenantDataSourceManager[] = [];
-  const open = async (overrides: Partial<TenantDataSourceManagerOptions>): Promise<TenantDataSourceManager> => {
-    const manager = new TenantDataSourceManager({
-      dataSource: { type: 'postgres', url: database.url, poolSize: 10, logging: false },
-      entities: [Client, Project, Plan],
-      tenantMigrations,
-      sharedMigrations,
-      ...overrides,
-    });
-    managers.push(manager);
-    await manager.initialize();
-    return manager;
-  };
+  const managers = new ExampleManagers(database.url, { poolSize: 10, logging: false });
+  const open = (overrides: Partial<TenantDataSourceManagerOptions>): Promise<TenantDataSourceManager> => managers.open(overrides);
   try {
     log(`database: ${database.description}`);
     const environment = await describeEnvironment(database.url, database.embedded, database.description);
@@ -55,7 +45,7 @@ async function main(): Promise<void> {
     for (const concurrency of [1, 4]) {
       const manager = await open({ registryTable: `prov_c${concurrency}` });
       const slugs = Array.from({ length: sizes.createCount }, (_, i) => `prov-c${concurrency}-${i}`);
-      const seconds = await timed(() => forEachConcurrently(slugs, concurrency, (slug) => manager.createTenant(slug).then(() => undefined)));
+      const seconds = await timed(() => inParallel(slugs, concurrency, (slug) => manager.createTenant(slug).then(() => undefined)));
       provisioning[`concurrency${concurrency}PerSecond`] = Math.round(sizes.createCount / seconds);
       log(`createTenant at concurrency ${concurrency}: ${provisioning[`concurrency${concurrency}PerSecond`]}/s`);
     }
@@ -77,7 +67,7 @@ async function main(): Promise<void> {
     const registryTable = 'fleet';
     const base = await open({ registryTable });
     const fleetSlugs = Array.from({ length: sizes.fleet }, (_, i) => `fleet-${i}`);
-    const createSeconds = await timed(() => forEachConcurrently(fleetSlugs, 4, (slug) => base.createTenant(slug).then(() => undefined)));
+    const createSeconds = await timed(() => inParallel(fleetSlugs, 4, (slug) => base.createTenant(slug).then(() => undefined)));
     log(`fleet of ${sizes.fleet} created in ${createSeconds.toFixed(1)} s`);
     const migrate: Record<string, number> = {};
     const added: Function[] = [];
@@ -98,7 +88,7 @@ async function main(): Promise<void> {
 
     // 4. A no-op run over a big fleet.
     const more = Array.from({ length: sizes.bigFleet - sizes.fleet }, (_, i) => `fleet-${sizes.fleet + i}`);
-    const bigSeconds = await timed(() => forEachConcurrently(more, 4, (slug) => current.createTenant(slug).then(() => undefined)));
+    const bigSeconds = await timed(() => inParallel(more, 4, (slug) => current.createTenant(slug).then(() => undefined)));
     log(`fleet grown to ${sizes.bigFleet} tenants in ${bigSeconds.toFixed(1)} s`);
     noop[`tenants${sizes.bigFleet}Ms`] = await noopMs(current, sizes.noopRepeats);
     log(`no-op migrateTenants: ${JSON.stringify(noop)}`);
@@ -126,7 +116,7 @@ async function main(): Promise<void> {
     await writeFile(join(RESULTS_DIR, `${name}.md`), markdown);
     console.log(markdown);
   } finally {
-    for (const manager of managers) await manager.destroy();
+    await managers.closeAll();
     await database.stop();
   }
 }
@@ -163,15 +153,6 @@ async function timed(work: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
   await work();
   return (performance.now() - start) / 1000;
-}
-
-async function forEachConcurrently<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < items.length) await work(items[next++]!);
-    }),
-  );
 }
 
 function round(value: number): number {
