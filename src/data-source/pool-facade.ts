@@ -38,7 +38,7 @@ export function createPgDriverFacade(pool: Pool, options: { readonly role?: stri
     connect(callback?: ConnectCallback): Promise<PoolClient> | void {
       if (role !== undefined) return connectAs(pool, role, callback);
       if (callback === undefined) return pool.connect();
-      pool.connect((err, client, release) => callback(err, client, release));
+      pool.connect(callback as Parameters<Pool['connect']>[0]);
     },
     query(...args: unknown[]): unknown {
       if (role === undefined) return (pool.query as (...a: unknown[]) => unknown)(...args);
