@@ -40,7 +40,11 @@ export type TenancyErrorCode =
   | 'MANAGER_DESTROYED'
   | 'AMBIGUOUS_MANAGER'
   | 'TENANT_REQUIRED'
-  | 'TENANT_FORBIDDEN';
+  | 'TENANT_FORBIDDEN'
+  | 'RAW_SQL_REFUSED'
+  | 'TENANT_ROLE_ESCAPED'
+  | 'TENANT_DROPPED'
+  | 'CROSS_TENANT_ACCESS';
 
 /** A tenant-scoped operation ran with no active tenant (outside `manager.run()`). */
 export class TenantContextMissingError extends TenancyError {
@@ -235,6 +239,64 @@ export class AmbiguousManagerError extends TenancyError {
           `Use manager.sharedDataSource of the one you mean.`,
     );
   }
+}
+
+/**
+ * Raw SQL was refused before or after it ran, because it could not be kept
+ * inside the tenant schema: it ended the transaction it was fenced in (a raw
+ * `COMMIT`), it is a raw stream outside a transaction, or it is not a string.
+ */
+export class RawSqlRefusedError extends TenancyError {
+  override readonly name = 'RawSqlRefusedError';
+  readonly code = 'RAW_SQL_REFUSED';
+  readonly statusCode = 500;
+}
+
+/**
+ * Under `isolation: 'role'`, a statement of a run left the connection under
+ * another role than the tenant's (`RESET ROLE`, `SET ROLE`, `set_config('role', ...)`,
+ * `SET SESSION AUTHORIZATION`). The transaction was rolled back before anything
+ * committed and the connection closed.
+ */
+export class TenantRoleEscapeError extends TenancyError {
+  override readonly name = 'TenantRoleEscapeError';
+  readonly code = 'TENANT_ROLE_ESCAPED';
+  readonly statusCode = 500;
+
+  constructor(
+    readonly expectedRole: string,
+    readonly actualRole: string,
+  ) {
+    super(
+      `A statement left the connection under role "${actualRole}" instead of the tenant's role "${expectedRole}". ` +
+        'Its transaction was rolled back and the connection closed. Tenant code must not change the role (RESET ROLE, SET ROLE, set_config(\'role\', ...)).',
+    );
+  }
+}
+
+/**
+ * A run (or a held DataSource) of a tenant that has since been dropped tried
+ * to send a statement. Refused, so that nothing of the old tenant reaches a
+ * new tenant that reuses the slug.
+ */
+export class TenantDroppedError extends TenancyError {
+  override readonly name = 'TenantDroppedError';
+  readonly code = 'TENANT_DROPPED';
+  readonly statusCode = 410;
+
+  constructor(readonly slug: string) {
+    super(
+      `Tenant "${slug}" was dropped while this work held its DataSource, so no further statement is sent for it. ` +
+        'Start a new run: it is served only if the tenant exists again.',
+    );
+  }
+}
+
+/** An entity loaded in one tenant was used to reach data in another tenant's run (a lazy relation). */
+export class CrossTenantAccessError extends TenancyError {
+  override readonly name = 'CrossTenantAccessError';
+  readonly code = 'CROSS_TENANT_ACCESS';
+  readonly statusCode = 500;
 }
 
 /** The SQLSTATE of a PostgreSQL error, if `error` is one. */

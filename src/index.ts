@@ -47,6 +47,10 @@ export {
   ManagerNotInitializedError,
   ManagerDestroyedError,
   AmbiguousManagerError,
+  RawSqlRefusedError,
+  TenantRoleEscapeError,
+  TenantDroppedError,
+  CrossTenantAccessError,
 } from './errors';
 export type { TenancyErrorCode } from './errors';
 export type { TenantEventMap, TenantEventName } from './manager/tenant-events';

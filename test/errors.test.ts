@@ -20,6 +20,10 @@ import {
   InvalidTenantStateError,
   TenantRequiredError,
   TenantForbiddenError,
+  RawSqlRefusedError,
+  TenantRoleEscapeError,
+  TenantDroppedError,
+  CrossTenantAccessError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -39,6 +43,10 @@ const samples: TenancyError[] = [
   new AmbiguousManagerError('tenantContext.getRepository(Plan)', 2),
   new TenantRequiredError(['header x-tenant-slug']),
   new TenantForbiddenError('acme'),
+  new RawSqlRefusedError('Raw SQL ended the transaction it ran in.'),
+  new TenantRoleEscapeError('typeorm_tenants_r_x', 'postgres'),
+  new TenantDroppedError('acme'),
+  new CrossTenantAccessError('Client #1 was loaded in tenant "a" and read in tenant "b".'),
 ];
 
 describe('errors', () => {

@@ -2,7 +2,6 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { DataSource, EntityManager, EntityTarget, ObjectLiteral, Repository } from 'typeorm';
 import { isTenantScoped } from '../entity/tenant-scoped';
 import { AmbiguousManagerError, TenantContextMissingError } from '../errors';
-import { quoteIdentList } from '../naming/quote-ident';
 import type { TenantRecord } from '../registry/tenant-record';
 
 /** What a run needs from the manager that started it. */
@@ -126,10 +125,12 @@ export class TenantContext {
 
   /**
    * Runs raw SQL in the active tenant's schema and returns what TypeORM's
-   * `DataSource.query` returns (the rows, for a SELECT). It runs as
-   * `BEGIN; SET LOCAL search_path TO "<tenant>"; <sql>; COMMIT`, so unqualified
-   * names resolve in the tenant schema (plus the manager's `querySearchPath`
-   * extras) and never silently in the shared one. Inside
+   * `DataSource.query` returns (the rows, for a SELECT). Like every raw-SQL
+   * entry point of a tenant DataSource (`EntityManager.query`,
+   * `Repository.query`, `DataSource.query`, a QueryRunner's `query`), it runs
+   * in a transaction under `SET LOCAL search_path TO "<tenant>", <querySearchPath
+   * extras>, pg_temp`, so unqualified names resolve in the tenant schema and
+   * never in the shared one. One statement per call. Inside
    * `tenantContext.transaction()` it joins that transaction.
    *
    * @throws TenantContextMissingError outside a run.
@@ -145,13 +146,7 @@ export class TenantContext {
     } catch (error) {
       return Promise.reject(error);
     }
-    const setPath = `SET LOCAL search_path TO ${quoteIdentList(state.owner.querySearchPath(state.tenant.schemaName))}`;
-    const inTransaction = async (entityManager: EntityManager): Promise<T> => {
-      await entityManager.query(setPath);
-      return entityManager.query(sql, parameters === undefined ? undefined : [...parameters]);
-    };
-    if (state.transactionManager !== undefined) return inTransaction(state.transactionManager);
-    return state.dataSource.transaction(inTransaction);
+    return managerOf(state).query(sql, parameters === undefined ? undefined : [...parameters]);
   }
 }
 

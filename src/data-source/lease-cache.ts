@@ -32,6 +32,9 @@ interface Entry<V> {
  *
  * - single flight: concurrent first use of a key creates the value once, and
  *   a failed creation is forgotten so the next call retries;
+ * - only created values count: an entry joins the cache (and may evict
+ *   another) once its creation has succeeded, so lookups that fail (an
+ *   unknown tenant) evict nothing;
  * - bounded: at most `max` entries stay cached; the least recently used one
  *   not held by a lease goes first;
  * - leases: an entry evicted while leased leaves the cache at once but is
@@ -43,6 +46,8 @@ export class LeaseCache<V> {
   readonly #dispose: (value: V, key: string) => Promise<void>;
   readonly #onDisposeError: (error: unknown, key: string) => void;
   readonly #entries = new Map<string, Entry<V>>();
+  /** Creations in flight, not yet in the cache. */
+  readonly #pending = new Map<string, Entry<V>>();
   readonly #disposing = new Set<Promise<void>>();
   #tick = 0;
   #hits = 0;
@@ -67,26 +72,29 @@ export class LeaseCache<V> {
    * rejects with the creation error; no lease is held then.
    */
   async lease(key: string): Promise<Lease<V>> {
-    let entry = this.#entries.get(key);
+    let entry = this.#entries.get(key) ?? this.#pending.get(key);
     if (entry !== undefined) {
       this.#hits += 1;
       entry.lastUsed = ++this.#tick;
     } else {
       this.#misses += 1;
       entry = { key, promise: this.#create(key), holds: 0, evicted: false, lastUsed: ++this.#tick };
-      this.#entries.set(key, entry);
+      this.#pending.set(key, entry);
       const created = entry;
       created.promise.then(
         (value) => {
           created.value = value;
+          if (this.#pending.get(key) === created) this.#pending.delete(key);
+          if (created.evicted) return;
+          this.#entries.set(key, created);
+          this.#evictOverflow();
         },
         () => {
-          if (this.#entries.get(key) === created) this.#entries.delete(key);
+          if (this.#pending.get(key) === created) this.#pending.delete(key);
         },
       );
     }
     entry.holds += 1;
-    this.#evictOverflow();
     let value: V;
     try {
       value = await entry.promise;
@@ -124,7 +132,7 @@ export class LeaseCache<V> {
 
   /** Removes `key` from the cache (disposing of it once no lease holds it). */
   evict(key: string): void {
-    const entry = this.#entries.get(key);
+    const entry = this.#entries.get(key) ?? this.#pending.get(key);
     if (entry !== undefined) this.#remove(entry);
   }
 
@@ -140,7 +148,7 @@ export class LeaseCache<V> {
 
   /** Evicts every entry and waits until all disposals that can run have run. */
   async clear(): Promise<void> {
-    for (const entry of [...this.#entries.values()]) this.#remove(entry);
+    for (const entry of [...this.#entries.values(), ...this.#pending.values()]) this.#remove(entry);
     await this.settled();
   }
 
@@ -168,6 +176,7 @@ export class LeaseCache<V> {
 
   #remove(entry: Entry<V>): void {
     if (this.#entries.get(entry.key) === entry) this.#entries.delete(entry.key);
+    if (this.#pending.get(entry.key) === entry) this.#pending.delete(entry.key);
     if (entry.evicted) return;
     entry.evicted = true;
     if (entry.holds === 0) this.#disposeEntry(entry);

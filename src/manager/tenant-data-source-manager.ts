@@ -14,6 +14,13 @@ import {
   type TenantPoolOptions,
 } from '../data-source/shared-pool';
 import { partitionEntities, pinSharedEntities, releaseSharedSchema, type EntityPartition } from '../entity/entity-partition';
+import { pinSharedActiveRecord, unpinSharedActiveRecord } from '../entity/active-record';
+import {
+  UNQUALIFIED_SCHEMA_SENTINEL,
+  buildTenantDataSource,
+  type DriverFacts,
+  type DropFence,
+} from '../data-source/tenant-data-source';
 import {
   InvalidArgumentError,
   ManagerDestroyedError,
@@ -23,6 +30,7 @@ import {
   TenantAlreadyExistsError,
   TenantNotActiveError,
   TenantNotFoundError,
+  TenantDroppedError,
   TenantProvisioningError,
   TenantSuspendedError,
   sqlStateOf,
@@ -102,17 +110,12 @@ interface ResolvedOptions {
 
 interface CachedTenant {
   readonly dataSource: DataSource;
+  /** Set when the tenant is dropped: the DataSource then refuses every statement. */
+  readonly fence: DropFence;
   record: TenantRecord;
   checkedAt: number;
   /** The context of a run of this tenant, rebuilt when the record is refreshed. */
   runState: RunState;
-}
-
-/** What TypeORM's driver learns with three queries at connect time; the same for every tenant. */
-interface DriverFacts {
-  readonly version: string | undefined;
-  readonly database: string | undefined;
-  readonly searchSchema: string | undefined;
 }
 
 type ManagerState = 'new' | 'ready' | 'destroying' | 'destroyed';
@@ -158,14 +161,18 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #warmPool: WarmPool | undefined;
   readonly #events = new TenantEvents();
   #driverFacts: DriverFacts | undefined;
+  #sharedTables: ReadonlySet<string> = new Set();
+  /** The drop fences of every tenant DataSource not yet closed, by schema name. */
+  readonly #fences = new Map<string, Set<DropFence>>();
   #reserved: ReservedNames;
+  #connectingRole: string | undefined;
   #pinned = false;
   #activeRuns = 0;
   #idleWaiters: Array<() => void> = [];
 
   constructor(options: TenantDataSourceManagerOptions) {
     this.#options = resolveOptions(options);
-    this.#reserved = { sharedSchema: this.#options.sharedSchema };
+    this.#reserved = { sharedSchema: this.#options.sharedSchema, otherSchemas: this.#options.querySearchPath };
     this.#registry = new TenantRegistry(this.#options.sharedSchema, this.#options.registryTable);
     this.#ledger = new MigrationLedger(
       this.#options.sharedSchema,
@@ -176,7 +183,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#cache = new LeaseCache<CachedTenant>({
       max: this.#options.maxDataSources,
       create: (slug) => this.#openTenant(slug),
-      dispose: async ({ dataSource }) => {
+      dispose: async ({ dataSource, fence, record }) => {
+        const fences = this.#fences.get(record.schemaName);
+        fences?.delete(fence);
+        if (fences?.size === 0) this.#fences.delete(record.schemaName);
         if (dataSource.isInitialized) await dataSource.destroy();
       },
       onDisposeError: (error, slug) =>
@@ -262,7 +272,13 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           await grantTenantRole(runner, this.#roleOf(schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
         }
         const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
-        await seed?.({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) });
+        if (seed !== undefined) {
+          // Inside the hook tenantContext serves the new tenant, joined to the creation transaction.
+          const seedRun: RunState = { owner: this, tenant: record, dataSource: provisioning, transactionManager: runner.manager };
+          await runStorage.run(seedRun, () =>
+            seed({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) }),
+          );
+        }
         await this.#ledger.syncTenant(runner, slug, schemaName, { newTenant: true });
         return record;
       });
@@ -295,6 +311,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#assertReady('dropTenant()');
     const schemaName = validateTenantSlug(slug, this.#reserved);
     await this.#lifecycle!.drop(slug, schemaName, options);
+    // Runs that still hold a DataSource of the dropped tenant send nothing more,
+    // so nothing of theirs can reach a new tenant that reuses the schema name.
+    for (const fence of this.#fences.get(schemaName) ?? []) fence.dropped = true;
+    this.#fences.delete(schemaName);
   }
 
   /**
@@ -610,9 +630,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     // DDL. Name it ourselves rather than read current_schema() from whatever
     // pooled (or PgBouncer) connection answers, whose search_path another
     // client may have left behind; migrations run under SET LOCAL search_path.
-    (shared.driver as PostgresDriver).searchSchema = options.sharedSchema;
+    (shared.driver as PostgresDriver).searchSchema = UNQUALIFIED_SCHEMA_SENTINEL;
     await shared.initialize();
     this.#shared = shared;
+    this.#sharedTables = new Set(shared.entityMetadatas.map((metadata) => metadata.tableName));
+    pinSharedActiveRecord(this.#partition.sharedEntities, shared);
     if (options.warmPool !== undefined) {
       this.#warmPool = new WarmPool(
         {
@@ -629,10 +651,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       );
     }
     const driver = shared.driver as PostgresDriver;
-    this.#driverFacts = { version: driver.version, database: driver.database, searchSchema: driver.searchSchema };
+    this.#driverFacts = { version: driver.version, database: driver.database };
 
     const [{ role }] = (await shared.query('SELECT current_user AS role')) as Array<{ role: string }>;
-    this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role };
+    this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role, otherSchemas: options.querySearchPath };
+    this.#connectingRole = role;
 
     await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
       await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
@@ -683,6 +706,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
   async #teardown(): Promise<void> {
     await this.#cache.clear();
+    if (this.#shared !== undefined) unpinSharedActiveRecord(this.#shared);
     if (this.#shared?.isInitialized) await this.#shared.destroy();
     this.#shared = undefined;
     const pools = [...this.#pools.values()];
@@ -781,36 +805,44 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     if (record === undefined) throw new TenantNotFoundError(slug);
     if (record.status !== 'active') throw notServedError(slug, record.status);
     const role = this.#options.isolation === 'role' ? this.#roleOf(record.schemaName) : undefined;
-    const dataSource = await this.#buildTenantDataSource(record.schemaName, role);
-    return { dataSource, record, checkedAt: Date.now(), runState: { owner: this, tenant: record, dataSource } };
+    const fence: DropFence = { slug, dropped: false, error: () => new TenantDroppedError(slug) };
+    const dataSource = await this.#buildTenantDataSource(record.schemaName, {
+      kind: 'served',
+      searchPath: this.querySearchPath(record.schemaName),
+      role,
+      sessionUser: this.#connectingRole,
+      fence,
+    });
+    let fences = this.#fences.get(record.schemaName);
+    if (fences === undefined) this.#fences.set(record.schemaName, (fences = new Set()));
+    fences.add(fence);
+    return { dataSource, fence, record, checkedAt: Date.now(), runState: { owner: this, tenant: record, dataSource } };
   }
 
   /**
-   * A DataSource bound to `schemaName` over the shared pool. Skips TypeORM's
-   * three connect-time lookups (version, database, current schema), answered
-   * once by the shared DataSource, and installs no extensions (they live in
-   * the shared schema, installed once).
+   * A DataSource bound to `schemaName` over the shared pool (see
+   * `buildTenantDataSource`). A served DataSource fences raw SQL to the
+   * tenant; without `served` it is a library DataSource (provisioning,
+   * migrations, lifecycle), whose runners set their own search_path.
    */
-  async #buildTenantDataSource(schemaName: string, role?: string): Promise<DataSource> {
-    const dataSource = new DataSource({
-      ...this.#options.connection,
-      schema: schemaName,
+  async #buildTenantDataSource(
+    schemaName: string,
+    served?: { kind: 'served'; searchPath: readonly string[]; role?: string; sessionUser?: string; fence: DropFence },
+  ): Promise<DataSource> {
+    const role = served?.role;
+    return buildTenantDataSource({
+      connection: this.#options.connection,
+      schemaName,
       entities: [...this.#partition!.tenantEntities, ...this.#partition!.sharedEntities],
-      migrations: [...this.#options.tenantMigrations],
+      migrations: this.#options.tenantMigrations,
       // Under role isolation a served DataSource checks connections out as the tenant's role.
-      driver: role === undefined ? this.#facade : createPgDriverFacade(this.#pool!, { role }),
-      installExtensions: false,
-      synchronize: false,
-      dropSchema: false,
-      migrationsRun: false,
+      driver: role === undefined ? this.#facade! : createPgDriverFacade(this.#pool!, { role }),
+      facts: this.#driverFacts!,
+      sharedSchema: this.#options.sharedSchema,
+      sharedTables: this.#sharedTables,
+      sharedDataSource: () => this.#shared,
+      rawSql: served ?? { kind: 'library' },
     });
-    const driver = dataSource.driver as PostgresDriver;
-    const facts = this.#driverFacts!;
-    driver.version = facts.version;
-    driver.database = facts.database;
-    driver.searchSchema = facts.searchSchema;
-    await dataSource.initialize();
-    return dataSource;
   }
 
   /**

@@ -18,6 +18,8 @@ export interface ReservedNames {
   readonly sharedSchema: string;
   /** The PostgreSQL role the pool connects as (`"$user"` in the default search_path). */
   readonly connectingRole?: string | undefined;
+  /** Other schemas the library names in search paths (the `querySearchPath` extras). */
+  readonly otherSchemas?: readonly string[];
 }
 
 /**
@@ -63,6 +65,9 @@ function reservedReason(schemaName: string, reserved: ReservedNames): string | u
   if (lower.startsWith(LIBRARY_SCHEMA_PREFIX)) return `names starting with "${LIBRARY_SCHEMA_PREFIX}" belong to typeorm-tenants`;
   if (reserved.connectingRole !== undefined && lower === reserved.connectingRole.toLowerCase()) {
     return 'the name of the role the pool connects as, which "$user" in the search_path resolves to';
+  }
+  if (reserved.otherSchemas?.some((schema) => schema.toLowerCase() === lower)) {
+    return 'a schema listed in querySearchPath, searched by every tenant\'s raw SQL';
   }
   return undefined;
 }

@@ -340,7 +340,7 @@ describe('tenantContext.query', () => {
       }));
       expect(seen.probe).to.deep.equal([{ v: 'from-extra' }]);
       expect(seen.clients).to.deep.equal([{ email: emailFor(a, 'seed') }]);
-      expect(seen.path[0].path.replace(/"/g, '').split(/,\s*/)).to.deep.equal([schemaOf(a), extra]);
+      expect(seen.path[0].path.replace(/"/g, '').split(/,\s*/)).to.deep.equal([schemaOf(a), extra, 'pg_temp']);
       expect(sqlState(seen.plan), 'the shared schema is still not on the path').to.equal('42P01');
 
       // Without the option the extra schema is not reachable.
