@@ -8,8 +8,6 @@ import type { TenantRecord } from '../registry/tenant-record';
 export interface ContextOwner {
   /** The DataSource of the shared schema. */
   readonly sharedDataSource: DataSource;
-  /** The search_path of `tenantContext.query()` for a tenant schema (tenant first). */
-  querySearchPath(schemaName: string): readonly string[];
 }
 
 /** The state of one active run. */

@@ -587,8 +587,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     };
   }
 
-  /** @internal The search_path of `tenantContext.query()`: the tenant schema, then the configured extras. */
-  querySearchPath(schemaName: string): readonly string[] {
+  /** The schemas of raw SQL's search_path: the tenant schema, then the configured extras (pg_temp is added last). */
+  #querySearchPath(schemaName: string): readonly string[] {
     return [schemaName, ...this.#options.querySearchPath];
   }
 
@@ -808,7 +808,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const fence: DropFence = { slug, dropped: false, error: () => new TenantDroppedError(slug) };
     const dataSource = await this.#buildTenantDataSource(record.schemaName, {
       kind: 'served',
-      searchPath: this.querySearchPath(record.schemaName),
+      searchPath: this.#querySearchPath(record.schemaName),
       role,
       sessionUser: this.#connectingRole,
       fence,
@@ -904,6 +904,16 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
                   : 'read replicas are not supported yet.'),
       );
     }
+  }
+  if (connection.cache !== undefined && connection.cache !== false) {
+    // TypeORM keys cached results by query text or by the caller's id: an id
+    // such as { cache: { id: 'clients' } } is the same in every tenant, so one
+    // tenant would be served another's rows (and every tenant DataSource would
+    // open its own cache connection).
+    throw new TenancyConfigurationError(
+      'Option "dataSource.cache" (TypeORM\'s query result cache) is refused: its entries are not separated by tenant, ' +
+        'so { cache: { id } } in one tenant would answer another tenant\'s rows. Remove it, and cache in the service with the tenant in the key.',
+    );
   }
   for (const key of ['synchronize', 'dropSchema', 'migrationsRun'] as const) {
     if (connection[key]) {
