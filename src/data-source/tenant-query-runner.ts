@@ -13,7 +13,11 @@ import { RawSqlRefusedError, TenantRoleEscapeError } from '../errors';
  * transaction that ran raw SQL, so it costs no extra round trip and also
  * works behind a transaction pooler.
  */
-const SESSION_RESET = 'RESET ALL; DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP';
+const SESSION_RESET =
+  'RESET ALL; DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES';
+
+/** The reset plus the role: for schema mode, and before a connection is closed (a pooler would hand its server connection on). */
+const FULL_SESSION_RESET = `${SESSION_RESET}; RESET SESSION AUTHORIZATION; RESET ROLE`;
 
 /** Command tags after which a `SET LOCAL search_path` sent earlier in the transaction may be undone. */
 const PATH_UNDOING_COMMANDS = new Set(['ROLLBACK', 'RESET', 'DISCARD']);
@@ -157,18 +161,20 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     await this.broadcaster.broadcast('AfterTransactionRollback');
   }
 
-  override release(): Promise<void> {
+  override async release(): Promise<void> {
     const connection = this.databaseConnection as PoolClient | undefined;
-    const status = connection === undefined ? 'I' : transactionStatusOf(connection);
-    if (connection !== undefined && (this.#broken || this.#dirty || status !== 'I')) {
-      // pg-pool destroys a connection released with an error instead of reusing it.
-      const releaseWithError = (this as unknown as { releasePostgresConnection(err: Error): Promise<void> }).releasePostgresConnection;
-      return releaseWithError.call(
-        this,
-        new Error('typeorm-tenants: this connection may hold session state left by raw SQL, so it is closed instead of reused.'),
-      );
-    }
-    return super.release();
+    const status = connection === undefined || this.isReleased ? 'I' : transactionStatusOf(connection);
+    if (connection === undefined || this.isReleased || (!this.#broken && !this.#dirty && status === 'I')) return super.release();
+    // Closing the client connection is not enough behind a transaction pooler,
+    // which hands the server connection to the next client as it is: reset it
+    // first (best effort: it may be broken), then close it.
+    await connection.query(status === 'I' ? FULL_SESSION_RESET : `ROLLBACK; ${FULL_SESSION_RESET}`).catch(() => undefined);
+    // pg-pool destroys a connection released with an error instead of reusing it.
+    const releaseWithError = (this as unknown as { releasePostgresConnection(err: Error): Promise<void> }).releasePostgresConnection;
+    return releaseWithError.call(
+      this,
+      new Error('typeorm-tenants: this connection may hold session state left by raw SQL, so it is closed instead of reused.'),
+    );
   }
 
   /** Ends the top-level transaction; after raw SQL, the session reset rides in the same message. */
@@ -192,7 +198,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
   #sessionReset(): string {
     // Schema mode: no statement may run as another role. Role mode: the role
     // set at checkout stays (the check before COMMIT verified it).
-    return this.#policy.role === undefined ? `${SESSION_RESET}; RESET SESSION AUTHORIZATION; RESET ROLE` : SESSION_RESET;
+    return this.#policy.role === undefined ? FULL_SESSION_RESET : SESSION_RESET;
   }
 
   async #fenceTransaction(): Promise<void> {
@@ -259,8 +265,9 @@ export class TenantQueryRunner extends PostgresQueryRunner {
 
   async #afterRawStatement(): Promise<void> {
     const connection = this.databaseConnection as PoolClient;
-    if (transactionStatusOf(connection) === 'I') {
-      // The statement ended the transaction (COMMIT, ROLLBACK, PREPARE TRANSACTION):
+    if (transactionStatusOf(connection) === 'I' || this.#lastCommand === 'COMMIT') {
+      // The statement ended the transaction (COMMIT, ROLLBACK, PREPARE
+      // TRANSACTION), or committed it and opened another (COMMIT AND CHAIN):
       // what follows would run outside the fence.
       this.#broken = true;
       this.isTransactionActive = false;
