@@ -1,6 +1,7 @@
 import { DataSource, InstanceChecker, QueryBuilder, type ReplicationMode } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { installTenantLazyLoader } from '../entity/lazy-relations';
+import { TenantDroppedError } from '../errors';
 import { quoteIdent } from '../naming/quote-ident';
 import { LIBRARY_SCHEMA_PREFIX } from '../naming/tenant-slug';
 import type { TenantConnectionOptions } from './shared-pool';
@@ -40,17 +41,25 @@ export interface TenantDataSourceSpec {
    * under `SET LOCAL search_path`); `library`: provisioning and migrations,
    * whose runners set their own search_path.
    */
-  readonly rawSql:
-    | { readonly kind: 'served'; readonly searchPath: readonly string[]; readonly role?: string; readonly sessionUser?: string; readonly fence: DropFence }
-    | { readonly kind: 'library' };
+  readonly rawSql: ServedRawSql | { readonly kind: 'library' };
 }
 
-/** Set when a tenant is dropped: its held DataSources refuse every statement from then on. */
+/** How a DataSource serving runs fences raw SQL. */
+export interface ServedRawSql {
+  readonly kind: 'served';
+  /** The schemas raw SQL searches, tenant first (`pg_temp` is added last). */
+  readonly searchPath: readonly string[];
+  /** Under role isolation: the tenant's role. */
+  readonly role?: string;
+  /** The role the pool connects as. */
+  readonly sessionUser?: string;
+  readonly fence: DropFence;
+}
+
+/** Set when a tenant is dropped: its held DataSources refuse every statement from then on (`TenantDroppedError`). */
 export interface DropFence {
   readonly slug: string;
   dropped: boolean;
-  /** The error to throw once dropped. */
-  readonly error: () => Error;
 }
 
 /**
@@ -102,17 +111,14 @@ export async function buildTenantDataSource(spec: TenantDataSourceSpec): Promise
   return dataSource;
 }
 
-function servedPolicy(
-  rawSql: { readonly searchPath: readonly string[]; readonly role?: string; readonly sessionUser?: string; readonly fence: DropFence },
-  isGenerated: (sql: string, parameters: unknown) => boolean,
-): RawSqlPolicy {
+function servedPolicy(rawSql: ServedRawSql, isGenerated: (sql: string, parameters: unknown) => boolean): RawSqlPolicy {
   const fence = rawSql.fence;
   return {
     setSearchPath: `SET LOCAL search_path TO ${rawSql.searchPath.map(quoteIdent).join(', ')}, pg_temp`,
     role: rawSql.role,
     sessionUser: rawSql.sessionUser,
     assertServed: () => {
-      if (fence.dropped) throw fence.error();
+      if (fence.dropped) throw new TenantDroppedError(fence.slug);
     },
     isGenerated,
   };

@@ -73,6 +73,8 @@ export class TenantQueryRunner extends PostgresQueryRunner {
   #dirty = false;
   /** The connection may hold state we could not clear: destroy it at release. */
   #broken = false;
+  /** Command tag of the last raw statement (`COMMIT`, `ROLLBACK`, `SET`, ...). */
+  #lastCommand: string | undefined;
 
   constructor(driver: PostgresDriver, mode: ReplicationMode, policy: RawSqlPolicy) {
     super(driver, mode);
@@ -234,8 +236,6 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     await this.#end('COMMIT');
     return result;
   }
-
-  #lastCommand: string | undefined;
 
   /** Sends one statement with the extended protocol (a string of several statements is refused by PostgreSQL). */
   async #sendOne(query: string, parameters: any[] | undefined, structured: boolean): Promise<any> {

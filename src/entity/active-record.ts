@@ -1,7 +1,7 @@
 import { BaseEntity, type DataSource } from 'typeorm';
 
-/** The shared DataSource each shared Active Record entity is pinned to. */
-const pinnedTo = new Map<Function, DataSource>();
+/** The shared DataSources each shared Active Record entity is pinned to; the last pinned serves. */
+const pinnedTo = new Map<Function, DataSource[]>();
 
 /**
  * Pins every shared entity that extends `BaseEntity` (Active Record) to the
@@ -15,18 +15,27 @@ const pinnedTo = new Map<Function, DataSource>();
 export function pinSharedActiveRecord(sharedEntities: readonly Function[], shared: DataSource): void {
   for (const entity of sharedEntities) {
     if (!(entity.prototype instanceof BaseEntity)) continue;
-    pinnedTo.set(entity, shared);
+    const pins = pinnedTo.get(entity) ?? [];
+    pins.push(shared);
+    pinnedTo.set(entity, pins);
     Object.defineProperty(entity, 'dataSource', {
       configurable: true,
-      get: () => pinnedTo.get(entity),
+      get: () => pins[pins.length - 1],
       set: () => undefined, // TypeORM's useDataSource() from any other DataSource start: ignored
     });
   }
 }
 
-/** Releases the pins of `shared` (when its manager is destroyed). */
+/**
+ * Releases the pins of `shared` (when its manager is destroyed); an entity
+ * no live manager pins is plain Active Record again.
+ */
 export function unpinSharedActiveRecord(shared: DataSource): void {
-  for (const [entity, dataSource] of pinnedTo) {
-    if (dataSource === shared) pinnedTo.delete(entity);
+  for (const [entity, pins] of pinnedTo) {
+    const index = pins.indexOf(shared);
+    if (index !== -1) pins.splice(index, 1);
+    if (pins.length > 0) continue;
+    pinnedTo.delete(entity);
+    delete (entity as { dataSource?: unknown }).dataSource;
   }
 }

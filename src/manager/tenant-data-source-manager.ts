@@ -20,6 +20,7 @@ import {
   buildTenantDataSource,
   type DriverFacts,
   type DropFence,
+  type ServedRawSql,
 } from '../data-source/tenant-data-source';
 import {
   InvalidArgumentError,
@@ -30,7 +31,6 @@ import {
   TenantAlreadyExistsError,
   TenantNotActiveError,
   TenantNotFoundError,
-  TenantDroppedError,
   TenantProvisioningError,
   TenantSuspendedError,
   sqlStateOf,
@@ -165,7 +165,6 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   /** The drop fences of every tenant DataSource not yet closed, by schema name. */
   readonly #fences = new Map<string, Set<DropFence>>();
   #reserved: ReservedNames;
-  #connectingRole: string | undefined;
   #pinned = false;
   #activeRuns = 0;
   #idleWaiters: Array<() => void> = [];
@@ -626,10 +625,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       migrations: [...options.sharedMigrations],
       driver: this.#facade,
     });
-    // TypeORM leaves tables of its "current schema" unqualified in migration
-    // DDL. Name it ourselves rather than read current_schema() from whatever
-    // pooled (or PgBouncer) connection answers, whose search_path another
-    // client may have left behind; migrations run under SET LOCAL search_path.
+    // TypeORM leaves tables of its "current schema" unqualified in DDL. Claim
+    // one that names no schema (rather than read current_schema() from
+    // whatever pooled or PgBouncer connection answers), so every table it
+    // writes is qualified; shared migrations run under SET LOCAL search_path.
     (shared.driver as PostgresDriver).searchSchema = UNQUALIFIED_SCHEMA_SENTINEL;
     await shared.initialize();
     this.#shared = shared;
@@ -655,7 +654,6 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
     const [{ role }] = (await shared.query('SELECT current_user AS role')) as Array<{ role: string }>;
     this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role, otherSchemas: options.querySearchPath };
-    this.#connectingRole = role;
 
     await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
       await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
@@ -805,12 +803,12 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     if (record === undefined) throw new TenantNotFoundError(slug);
     if (record.status !== 'active') throw notServedError(slug, record.status);
     const role = this.#options.isolation === 'role' ? this.#roleOf(record.schemaName) : undefined;
-    const fence: DropFence = { slug, dropped: false, error: () => new TenantDroppedError(slug) };
+    const fence: DropFence = { slug, dropped: false };
     const dataSource = await this.#buildTenantDataSource(record.schemaName, {
       kind: 'served',
       searchPath: this.#querySearchPath(record.schemaName),
       role,
-      sessionUser: this.#connectingRole,
+      sessionUser: this.#reserved.connectingRole,
       fence,
     });
     let fences = this.#fences.get(record.schemaName);
@@ -825,10 +823,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * tenant; without `served` it is a library DataSource (provisioning,
    * migrations, lifecycle), whose runners set their own search_path.
    */
-  async #buildTenantDataSource(
-    schemaName: string,
-    served?: { kind: 'served'; searchPath: readonly string[]; role?: string; sessionUser?: string; fence: DropFence },
-  ): Promise<DataSource> {
+  async #buildTenantDataSource(schemaName: string, served?: ServedRawSql): Promise<DataSource> {
     const role = served?.role;
     return buildTenantDataSource({
       connection: this.#options.connection,

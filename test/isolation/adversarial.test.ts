@@ -4,7 +4,7 @@ import { Raw, type DataSource } from 'typeorm';
 import { Client } from '../../entities';
 import { RawSqlRefusedError, TenantDroppedError, TenantRoleEscapeError, tenantContext, type TenantDataSourceManager } from '../../src';
 import { tenantRoleName } from '../../src/naming/derived-schema-name';
-import { startPgBouncer, type RunningPgBouncer } from '../../support/pgbouncer';
+import { usePgBouncer } from '../support/pgbouncer-hooks';
 import { adminQuery, databaseUrl, openManager, sleep, uniqueSlug } from '../support/fixtures';
 
 /*
@@ -550,29 +550,10 @@ describe("adversarial isolation ('role' mode, direct pool, one connection)", fun
 
 describe('adversarial isolation behind PgBouncer (transaction pooling, one server connection)', function () {
   this.timeout(120_000);
-  let bouncer: RunningPgBouncer | undefined;
-  let startError: unknown;
+  const bouncer = usePgBouncer({ poolSize: 1 });
   let t: Tenants;
-
-  before(async () => {
-    try {
-      bouncer = await startPgBouncer(databaseUrl(), { poolSize: 1 });
-    } catch (error) {
-      startError = error; // every test fails with this message: never skipped
-    }
-  });
-  after(async () => {
-    await bouncer?.stop();
-  });
-  function bouncerUrl(): string {
-    if (bouncer === undefined) {
-      const message = startError instanceof Error ? startError.message : String(startError);
-      throw new Error(`PgBouncer is required for these tests and did not start: ${message}`, { cause: startError });
-    }
-    return bouncer.url;
-  }
   beforeEach(async () => {
-    t = await setup(bouncerUrl());
+    t = await setup(bouncer().url);
     await t.manager.run(t.a, () => tenantContext.getRepository(Client).save({ name: 'A', email: 'a1@a' }));
   });
 

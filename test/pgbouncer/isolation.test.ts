@@ -5,7 +5,8 @@ import { Client, Plan, Project } from '../../entities';
 import { tenantMigrations } from '../../migrations';
 import { tenantContext, type TenantDataSourceManager } from '../../src';
 import { closeSharedPool } from '../../src/data-source/shared-pool';
-import { startPgBouncer, type RunningPgBouncer } from '../../support/pgbouncer';
+import { startPgBouncer } from '../../support/pgbouncer';
+import { usePgBouncer } from '../support/pgbouncer-hooks';
 import { adminQuery, databaseUrl, newManager, openManager, uniqueSlug } from '../support/fixtures';
 import { AddClientPhone1700000000003 } from '../support/extra-migrations';
 
@@ -38,32 +39,11 @@ async function emailsInSchema(slug: string): Promise<string[]> {
 
 describe('behind PgBouncer 1.18 (transaction pooling)', function () {
   this.timeout(120_000);
-  let bouncer: RunningPgBouncer | undefined;
-  let startError: unknown;
-
-  before(async () => {
-    try {
-      bouncer = await startPgBouncer(databaseUrl(), { poolSize: BOUNCER_POOL });
-    } catch (error) {
-      startError = error; // every test fails with this message: never skipped
-    }
-  });
-
-  after(async () => {
-    await bouncer?.stop();
-  });
-
-  /** The PgBouncer URL; throws (failing the test) when PgBouncer could not start, e.g. is not installed. */
-  function bouncerUrl(): string {
-    if (bouncer === undefined) {
-      const message = startError instanceof Error ? startError.message : String(startError);
-      throw new Error(`PgBouncer is required for these tests and did not start: ${message}`, { cause: startError });
-    }
-    return bouncer.url;
-  }
+  /** The running PgBouncer; throws (failing the test) when it could not start, e.g. is not installed. */
+  const bouncer = usePgBouncer({ poolSize: BOUNCER_POOL });
 
   it(`the manager works through PgBouncer: ${TENANTS} tenants created with migrations, repositories, transaction() commit and rollback, query() with unqualified names, all isolated`, async () => {
-    const manager = await openManagerVia(bouncerUrl());
+    const manager = await openManagerVia(bouncer().url);
     const slugs = await createTenantsVia(manager, TENANTS, 'pgb');
 
     // Every tenant got its tables (migrations ran inside its schema), checked on the server directly.
@@ -142,11 +122,11 @@ describe('behind PgBouncer 1.18 (transaction pooling)', function () {
       );
     }
     expect(await adminQuery("SELECT 1 FROM information_schema.tables WHERE table_schema = 'public' AND table_name = 'client'")).to.have.length(0);
-    expect(await bouncer!.serverConnections(), 'server connections of PgBouncer').to.be.at.most(BOUNCER_POOL);
+    expect(await bouncer().serverConnections(), 'server connections of PgBouncer').to.be.at.most(BOUNCER_POOL);
   });
 
   it(`stress: 20,000 interleaved writes and reads over ${TENANTS} tenants at concurrency 20 through PgBouncer; every row read and written stays in its tenant`, async () => {
-    const manager = await openManagerVia(bouncerUrl());
+    const manager = await openManagerVia(bouncer().url);
     const slugs = await createTenantsVia(manager, TENANTS, 'pgbs');
     const OPERATIONS = 20_000;
     const WORKERS = 20;
@@ -198,7 +178,7 @@ describe('behind PgBouncer 1.18 (transaction pooling)', function () {
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
-        maxBackends = Math.max(maxBackends, await bouncer!.serverConnections());
+        maxBackends = Math.max(maxBackends, await bouncer().serverConnections());
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
     })();
@@ -232,7 +212,7 @@ describe('behind PgBouncer 1.18 (transaction pooling)', function () {
 
   it('fleet migrations, lifecycle and the warm pool work through PgBouncer (transaction-level locks only)', async () => {
     const registryTable = `bouncer_${uniqueSlug('f').replace(/-/g, '_')}`;
-    const via = { dataSource: { type: 'postgres' as const, url: bouncerUrl(), poolSize: CLIENT_POOL }, registryTable };
+    const via = { dataSource: { type: 'postgres' as const, url: bouncer().url, poolSize: CLIENT_POOL }, registryTable };
     const base = await openManager({ ...via, warmPool: { size: 2 } });
     const slugs = await Promise.all(Array.from({ length: 12 }, async () => {
       const slug = uniqueSlug('bf');
@@ -259,7 +239,7 @@ describe('behind PgBouncer 1.18 (transaction pooling)', function () {
     // accepts the ones it tracks. Behind a transaction pooler, set the timeout
     // on the server role/database or in PgBouncer's connect_query instead.
     const manager = newManager({
-      dataSource: { type: 'postgres', url: bouncerUrl(), poolSize: CLIENT_POOL },
+      dataSource: { type: 'postgres', url: bouncer().url, poolSize: CLIENT_POOL },
       pool: { statementTimeoutMillis: 5_000 },
     });
     await expect(manager.initialize()).to.be.rejectedWith(/unsupported startup parameter: statement_timeout/);
@@ -305,7 +285,7 @@ describe('behind PgBouncer 1.18 (transaction pooling)', function () {
     }
 
     it('leaks: SET search_path then an unqualified INSERT puts rows into other tenants\' schemas, with no error', async () => {
-      bouncerUrl(); // fail clearly when PgBouncer is missing
+      bouncer().url; // fail clearly when PgBouncer is missing
       const manager = await openManager(); // direct: only the naive writes go through PgBouncer
       const slugs = await createTenantsVia(manager, CONTROL_TENANTS, 'naive');
       const control = await startPgBouncer(databaseUrl(), { poolSize: BOUNCER_POOL });
@@ -330,7 +310,7 @@ describe('behind PgBouncer 1.18 (transaction pooling)', function () {
     });
 
     it('the manager stays isolated on server connections another client left with a foreign search_path', async () => {
-      bouncerUrl();
+      bouncer().url;
       const manager = await openManager();
       const slugs = await createTenantsVia(manager, 4, 'polluted');
       const polluted = await startPgBouncer(databaseUrl(), { poolSize: BOUNCER_POOL });
