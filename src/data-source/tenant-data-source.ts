@@ -2,6 +2,7 @@ import { DataSource, InstanceChecker, QueryBuilder, type ReplicationMode } from 
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { installTenantLazyLoader } from '../entity/lazy-relations';
 import { TenantDroppedError } from '../errors';
+import { isOnlyGeneratedSql } from './generated-sql';
 import { quoteIdent } from '../naming/quote-ident';
 import { LIBRARY_SCHEMA_PREFIX } from '../naming/tenant-slug';
 import type { TenantConnectionOptions } from './shared-pool';
@@ -128,49 +129,6 @@ const FENCED = Symbol('fenced');
 
 /** QueryBuilders building their SQL right now (getQueryAndParameters is synchronous). */
 let queryBuildDepth = 0;
-
-/**
- * The bare words TypeORM's PostgreSQL query building writes. Everything else
- * it writes is a quoted identifier, a `$n` parameter, a number or an
- * operator. A bare word outside this list (a table, a function, a setting)
- * came from SQL written by hand inside the QueryBuilder (`where('...')`,
- * `addSelect('(SELECT ...)')`, `Raw()`, a CTE), so the statement is fenced
- * like raw SQL. The check errs one way only: an unknown word costs a fenced
- * transaction, never isolation.
- */
-const GENERATED_WORDS = new Set(
-  (
-    'select from where and or not in is null as inner left join on order by asc desc nulls first last limit offset ' +
-    'group having insert into values default returning update set delete distinct count exists like ilike between ' +
-    'any all true false for share nowait skip locked with current_timestamp cast array conflict do nothing'
-  ).split(' '),
-);
-
-const TOKENS = /"(?:[^"]|"")*"|'(?:[^']|'')*'|\$\d+|[A-Za-z_][A-Za-z0-9_$]*|\$|\S/g;
-
-/** Verdicts by statement text: a statement shape is checked once. */
-const verdicts = new Map<string, boolean>();
-const MAX_VERDICTS = 10_000;
-
-/** True when every bare word of `sql` is one TypeORM writes (see `GENERATED_WORDS`), and it holds one statement. */
-export function isOnlyGeneratedSql(sql: string): boolean {
-  const known = verdicts.get(sql);
-  if (known !== undefined) return known;
-  let verdict = true;
-  for (const [token] of sql.matchAll(TOKENS)) {
-    const first = token.charCodeAt(0);
-    if (first === 34 /* " */ || first === 39 /* ' */) continue;
-    // Dollar quoting and statement separators are written by hand.
-    const handWritten = token === '$' || token === ';' || (/^[A-Za-z_]/.test(token) && !GENERATED_WORDS.has(token.toLowerCase()));
-    if (handWritten) {
-      verdict = false;
-      break;
-    }
-  }
-  if (verdicts.size >= MAX_VERDICTS) verdicts.clear();
-  verdicts.set(sql, verdict);
-  return verdict;
-}
 
 /**
  * Wraps the driver's `escapeQueryWithParameters`, which every QueryBuilder

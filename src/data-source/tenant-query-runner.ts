@@ -73,6 +73,8 @@ export class TenantQueryRunner extends PostgresQueryRunner {
   #dirty = false;
   /** The connection may hold state we could not clear: destroy it at release. */
   #broken = false;
+  /** The standalone raw statement in progress: the next waits for it (each needs the connection's transaction to itself). */
+  #standalone: Promise<unknown> = Promise.resolve();
   /** Command tag of the last raw statement (`COMMIT`, `ROLLBACK`, `SET`, ...). */
   #lastCommand: string | undefined;
 
@@ -96,7 +98,16 @@ export class TenantQueryRunner extends PostgresQueryRunner {
       throw new RawSqlRefusedError(`Raw SQL must be a string; got ${typeof query}.`);
     }
     if (this.isTransactionActive) return this.#rawInTransaction(query, parameters, useStructuredResult);
-    return this.#rawStandalone(query, parameters, useStructuredResult);
+    // Raw statements sent at once on one runner outside a transaction would
+    // share one fenced transaction, and the first COMMIT would leave the
+    // others outside it: they take turns.
+    const turn = this.#standalone.then(() =>
+      this.isTransactionActive
+        ? this.#rawInTransaction(query, parameters, useStructuredResult)
+        : this.#rawStandalone(query, parameters, useStructuredResult),
+    );
+    this.#standalone = turn.catch(() => undefined);
+    return turn;
   }
 
   override async stream(query: string, parameters?: any[], onEnd?: Function, onError?: Function): Promise<any> {

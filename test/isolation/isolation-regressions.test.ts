@@ -9,7 +9,7 @@ import {
   tenantContext,
   type TenantDataSourceManager,
 } from '../../src';
-import { adminQuery, databaseUrl, newManager, openManager, uniqueSlug } from '../support/fixtures';
+import { adminQuery, databaseUrl, newManager, openManager, sleep, uniqueSlug } from '../support/fixtures';
 
 /**
  * Regression tests for the isolation holes found on main at 95794c9, one per
@@ -108,6 +108,60 @@ describe('isolation regressions (holes found at 95794c9)', () => {
     } finally {
       await adminQuery('DROP TABLE public.audit_note');
     }
+  });
+
+  it('a QueryBuilder fragment naming a quoted unqualified table passed as generated and read public: now fenced to the tenant', async () => {
+    await withLegacyPublicClient(async () => {
+      const manager = await openManager();
+      const slug = await tenantWithClient(manager, 'qbquoted');
+      const rows = await manager.run(slug, () =>
+        tenantContext
+          .getManager()
+          .createQueryBuilder()
+          .select('c.email', 'email')
+          .from(Client, 'c')
+          .where(`EXISTS (SELECT 1 FROM "client" "l" WHERE "l"."email" = 'legacy@public.test')`)
+          .getRawMany(),
+      );
+      expect(rows, 'the fragment searched the tenant, which has no legacy row').to.deep.equal([]);
+    });
+  });
+
+  it('a QueryBuilder fragment hiding SQL behind a comment set session state unfenced: now fenced and reset', async () => {
+    const manager = await openManager({ dataSource: { type: 'postgres', url: databaseUrl(), poolSize: 1 } });
+    const a = await tenantWithClient(manager, 'qbcomment');
+    const b = await tenantWithClient(manager, 'qbcomment');
+    await manager.run(a, () =>
+      tenantContext
+        .getManager()
+        .createQueryBuilder()
+        .select('c.id', 'id')
+        .from(Client, 'c')
+        .where(`true -- "\n AND set_config('typeorm_tenants_test.poison', 'a', false) IS NOT NULL --"`)
+        .getRawMany(),
+    );
+    const [seen] = await manager.run(b, () => tenantContext.query(`SELECT current_setting('typeorm_tenants_test.poison', true) AS v`));
+    expect(seen.v ?? '', "A's setting does not reach B on the same connection").to.equal('');
+  });
+
+  it('raw statements sent at once on one QueryRunner outside a transaction shared one fence: they now take turns', async () => {
+    await withLegacyPublicClient(async () => {
+      const manager = await openManager();
+      const slug = await tenantWithClient(manager, 'rawturns');
+      await manager.run(slug, async () => {
+        const runner = tenantContext.getManager().connection.createQueryRunner();
+        try {
+          // The INSERT is sent while the first statement runs: it must not end
+          // up after the first one's COMMIT, outside any fence.
+          const slow = runner.query('SELECT pg_sleep(0.2)');
+          await sleep(50);
+          await Promise.all([slow, runner.query('INSERT INTO client (name, email) VALUES ($1, $2)', ['late', `late@${slug}.test`])]);
+        } finally {
+          await runner.release();
+        }
+      });
+      expect(await emailsIn(schemaOf(slug))).to.deep.equal([`late@${slug}.test`, `seed@${slug}.test`]);
+    });
   });
 
   it('a seed hook wrote into the calling tenant: tenantContext inside it now serves the new tenant', async () => {
