@@ -74,7 +74,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
   /** The connection may hold state we could not clear: destroy it at release. */
   #broken = false;
   /** The standalone raw statement in progress: the next waits for it (each needs the connection's transaction to itself). */
-  #standalone: Promise<unknown> = Promise.resolve();
+  #standalone: Promise<unknown> | undefined;
   /** Command tag of the last raw statement (`COMMIT`, `ROLLBACK`, `SET`, ...). */
   #lastCommand: string | undefined;
 
@@ -83,11 +83,22 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     this.#policy = policy;
   }
 
-  override async query(query: string, parameters?: any[], useStructuredResult = false): Promise<any> {
-    this.#policy.assertServed();
+  // Not async: the generated path, every find and save, hands TypeORM's
+  // promise back as is (each extra promise costs an async-hooks round under
+  // AsyncLocalStorage).
+  override query(query: string, parameters?: any[], useStructuredResult = false): Promise<any> {
+    try {
+      this.#policy.assertServed();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (useStructuredResult && this.#policy.isGenerated(query, parameters)) {
       return super.query(query, parameters, useStructuredResult);
     }
+    return this.#fenced(query, parameters, useStructuredResult);
+  }
+
+  async #fenced(query: string, parameters: any[] | undefined, useStructuredResult: boolean): Promise<any> {
     if (this.#policy.setSearchPath === undefined) {
       // A library runner (provisioning, migrations): it sets its own search_path;
       // raw SQL of a seed hook may leave state, so its transaction ends with the reset.
@@ -101,7 +112,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     // Raw statements sent at once on one runner outside a transaction would
     // share one fenced transaction, and the first COMMIT would leave the
     // others outside it: they take turns.
-    const turn = this.#standalone.then(() =>
+    const turn = (this.#standalone ?? Promise.resolve()).then(() =>
       this.isTransactionActive
         ? this.#rawInTransaction(query, parameters, useStructuredResult)
         : this.#rawStandalone(query, parameters, useStructuredResult),
@@ -174,10 +185,14 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     await this.broadcaster.broadcast('AfterTransactionRollback');
   }
 
-  override async release(): Promise<void> {
+  override release(): Promise<void> {
     const connection = this.databaseConnection as PoolClient | undefined;
     const status = connection === undefined || this.isReleased ? 'I' : transactionStatusOf(connection);
     if (connection === undefined || this.isReleased || (!this.#broken && !this.#dirty && status === 'I')) return super.release();
+    return this.#resetAndClose(connection, status);
+  }
+
+  async #resetAndClose(connection: PoolClient, status: string | null): Promise<void> {
     // Closing the client connection is not enough behind a transaction pooler,
     // which hands the server connection to the next client as it is: reset it
     // first (best effort: it may be broken), then close it.
