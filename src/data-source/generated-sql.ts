@@ -11,11 +11,11 @@ const GENERATED_WORDS = new Set(
   ).split(' '),
 );
 
-/** Words that open a clause; a quoted name that starts an item of a FROM list names a relation. */
+/** Words that open a clause. */
 const CLAUSE_WORDS = new Set(['select', 'from', 'join', 'where', 'on', 'set', 'values', 'returning', 'order', 'group', 'having', 'limit', 'offset', 'into', 'update', 'conflict']);
 
-/** Words after which the next name is a relation. */
-const RELATION_POSITIONS = new Set(['from', 'join', 'into', 'update']);
+/** Clauses in which a comma starts another relation of the FROM list. */
+const FROM_LIST_CLAUSES = new Set(['from', 'join', 'on']);
 
 /**
  * Quoted identifiers, string literals, comment starts, parameters, bare
@@ -52,45 +52,81 @@ export function isOnlyGeneratedSql(sql: string): boolean {
   return verdict;
 }
 
+/** Where the next token stands: where a relation goes (after INTO: a table and its column list), or not. */
+type Position = 'relation' | 'into' | undefined;
+
 function analyse(sql: string): boolean {
   const clauses = ['']; // the clause open at each parenthesis depth
   let previous = ''; // the previous token, lower case for words, '"' for a quoted identifier
+  let position: Position; // what the next token stands for
   let nameParts = 0; // parts of the dotted quoted name being read
-  let nameIsItem = false; // that name stands where a relation goes
+  let namePosition: Position; // where that name stands
   for (const [token] of sql.matchAll(TOKENS)) {
     const quoted = token.charCodeAt(0) === 34; /* " */
-    if (nameParts > 0 && !(token === '.' && previous === '"') && !(quoted && previous === '.')) {
-      // The name ended before this token.
-      if (token === '(' && !(nameIsItem && nameParts > 1)) return false; // a call of a function named by hand
-      if (nameIsItem && nameParts === 1) return false; // an unqualified relation
+    if (nameParts > 0) {
+      if (token === '.' && previous === '"') {
+        previous = '.';
+        continue;
+      }
+      if (quoted && previous === '.') {
+        nameParts += 1;
+        previous = '"';
+        continue;
+      }
+      // The name ended before this token. Only a table after INTO is followed
+      // by a parenthesis (its column list); any other name so followed is a
+      // function called by hand. A relation TypeORM names is always qualified.
+      if (token === '(' && !(namePosition === 'into' && nameParts > 1)) return false;
+      if (namePosition !== undefined && nameParts === 1) return false;
       nameParts = 0;
     }
+    const here = position;
+    position = undefined;
     if (quoted) {
-      if (nameParts > 0) {
-        nameParts += 1;
-      } else {
-        nameParts = 1;
-        nameIsItem = RELATION_POSITIONS.has(previous) || (previous === ',' && clauses[clauses.length - 1] === 'from');
-      }
+      nameParts = 1;
+      namePosition = here;
       previous = '"';
       continue;
     }
     const first = token.charCodeAt(0);
-    if (first === 39 /* ' */ || (first >= 48 && first <= 57) /* digit */) {
-      previous = token;
-      continue;
-    }
     if ((first >= 65 && first <= 90) || (first >= 97 && first <= 122) || first === 95) {
       const word = token.toLowerCase();
       if (!GENERATED_WORDS.has(word)) return false;
+      // Where a relation goes, TypeORM writes a quoted name or a subquery:
+      // a bare word there (`FROM share`) names a relation by hand.
+      if (here !== undefined && word !== 'select') return false;
       if (CLAUSE_WORDS.has(word)) clauses[clauses.length - 1] = word;
+      position = relationAfter(word, previous);
       previous = word;
       continue;
     }
+    if (here !== undefined && token !== '(') return false; // a literal, a number or an operator where a relation goes
     if (token === '--' || token === '/*' || token === ';' || token === '$' || first > 0x7f) return false;
-    if (token === '(') clauses.push('');
-    else if (token === ')' && clauses.length > 1) clauses.pop();
+    if (token === '(') {
+      clauses.push('');
+      position = here; // a parenthesis where a relation goes holds a subquery or a join tree
+    } else if (token === ')') {
+      if (clauses.length > 1) clauses.pop();
+    } else if (token === ',' && FROM_LIST_CLAUSES.has(clauses[clauses.length - 1]!)) {
+      position = 'relation';
+    }
     previous = token;
   }
-  return !(nameParts > 0 && nameIsItem && nameParts === 1);
+  return !(nameParts === 1 && namePosition !== undefined);
+}
+
+/** Whether the token after `word` stands where a relation goes. */
+function relationAfter(word: string, previous: string): Position {
+  switch (word) {
+    case 'from':
+    case 'join':
+      return 'relation';
+    case 'into':
+      return 'into';
+    case 'update':
+      // UPDATE "s"."t", but not FOR UPDATE, FOR NO KEY UPDATE or ON CONFLICT DO UPDATE.
+      return previous === 'for' || previous === 'key' || previous === 'do' ? undefined : 'relation';
+    default:
+      return undefined;
+  }
 }

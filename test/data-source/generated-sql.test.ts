@@ -18,6 +18,9 @@ const GENERATED = [
   'SELECT "Client"."id" AS "Client_id" FROM "aa"."client" "Client" WHERE (("Client"."id" = $1)) LIMIT 1 FOR UPDATE',
   'DELETE FROM "aa"."client" WHERE "id" = $1',
   'SELECT "c"."id" FROM "aa"."client" "c", "aa"."project" "p" WHERE "p"."client_id" = "c"."id"',
+  'SELECT "Client"."id" AS "Client_id" FROM "aa"."client" "Client" WHERE (("Client"."id" = $1)) LIMIT 1 FOR NO KEY UPDATE',
+  'SELECT "Client"."id" AS "Client_id" FROM "aa"."client" "Client" FOR UPDATE OF "Client" NOWAIT',
+  'SELECT "d"."id" FROM (SELECT "c"."id" AS "id" FROM "aa"."client" "c") "d"',
 ];
 
 // SQL written by hand inside a QueryBuilder: each must be fenced.
@@ -38,6 +41,12 @@ const HAND_WRITTEN: Array<[string, string]> = [
   ['dollar quoting', 'SELECT $$x$$ AS "a"'],
   ['an identifier starting with a non-ASCII letter', 'SELECT éfunction() AS "a"'],
   ['an escape string', `SELECT E'\\'' AS "a"`],
+  // Found by trying to break the fence:
+  ['a parenthesised join tree hiding an unqualified relation', 'SELECT (SELECT "x"."email" FROM ("client" "x" LEFT JOIN "aa"."project" "p" ON false) LIMIT 1) AS "leak"'],
+  ['a comma after a join condition', 'SELECT "z"."email" AS "email" FROM "aa"."client" "c" LEFT JOIN "aa"."project" "p" ON false, "client" "z"'],
+  ['a whitelisted word used as a relation name', 'SELECT "c"."id" FROM "aa"."client" "c" WHERE "c"."email" IN (SELECT "s"."email" FROM share "s")'],
+  ['a schema-qualified function in FROM', 'SELECT (SELECT "q"::"text" FROM "pg_catalog"."query_to_xml"($1, true, false, $2) "q") AS "xml"'],
+  ['set_config called in FROM', 'SELECT "c"."id" FROM "aa"."client" "c" WHERE EXISTS (SELECT 1 FROM "pg_catalog"."set_config"($1, $2, false))'],
 ];
 
 describe('isOnlyGeneratedSql: which QueryBuilder statements pass unfenced', () => {
