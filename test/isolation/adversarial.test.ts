@@ -6,6 +6,7 @@ import { RawSqlRefusedError, TenantDroppedError, TenantRoleEscapeError, tenantCo
 import { tenantRoleName } from '../../src/naming/derived-schema-name';
 import { usePgBouncer } from '../support/pgbouncer-hooks';
 import { adminQuery, databaseUrl, openManager, sleep, uniqueSlug } from '../support/fixtures';
+import { LEGACY_EMAIL, schemaOf, withLegacyPublicClient } from '../support/legacy-public-client';
 
 /*
  * Adversarial isolation tests. Tenant A's code does something hostile inside
@@ -15,7 +16,6 @@ import { adminQuery, databaseUrl, openManager, sleep, uniqueSlug } from '../supp
  * written to public, and no session state of A survives its run.
  */
 
-const schemaOf = (slug: string): string => slug.replace(/-/g, '_');
 const q = (slug: string): string => `"${schemaOf(slug)}"`;
 const CLIENT_COLUMNS = '(id serial PRIMARY KEY, name text, email text, internal_note text, plan_id int)';
 
@@ -46,18 +46,6 @@ const raw = <T = any>(sql: string, params?: unknown[]): Promise<T> => tenantCont
 async function emails(schema: string): Promise<string[]> {
   const rows = await adminQuery<{ email: string }>(`SELECT email FROM "${schema}".client ORDER BY id`);
   return rows.map((r) => r.email);
-}
-
-/** A legacy public.client with one row; the test must never read or change it. Dropped after the test. */
-async function withLegacyPublicClient(fn: () => Promise<void>): Promise<void> {
-  await adminQuery(`CREATE TABLE public.client ${CLIENT_COLUMNS}`);
-  await adminQuery("INSERT INTO public.client (name, email) VALUES ('legacy', 'legacy@public')");
-  try {
-    await fn();
-    expect(await emails('public'), 'public.client was written').to.deep.equal(['legacy@public']);
-  } finally {
-    await adminQuery('DROP TABLE IF EXISTS public.client');
-  }
 }
 
 /**
@@ -298,7 +286,7 @@ describe('adversarial isolation (schema mode, one pooled connection)', function 
           .catch((e: unknown) => e),
       );
       if (!(outcome instanceof Error)) expect((outcome as Array<{ schema: string }>)[0]!.schema).to.equal(schemaOf(t.a));
-      expect(await emails(schemaOf(t.a))).to.not.include('legacy@public');
+      expect(await emails(schemaOf(t.a))).to.not.include(LEGACY_EMAIL);
     });
   });
 
@@ -390,7 +378,7 @@ describe('adversarial isolation (schema mode, one pooled connection)', function 
           expect(viaSelect.emails, '.addSelect subquery').to.equal('a1@a');
           const viaRaw = await tenantContext.getRepository(Client).find({ where: { email: Raw((alias) => `${alias} IN (SELECT email FROM client)`) } });
           expect(viaRaw.map((c) => c.email), 'Raw() find operator').to.deep.equal(['a1@a']);
-          const viaWhere = await em.createQueryBuilder(Client, 'c').where('EXISTS (SELECT 1 FROM client x WHERE x.email = :e)', { e: 'legacy@public' }).getCount();
+          const viaWhere = await em.createQueryBuilder(Client, 'c').where('EXISTS (SELECT 1 FROM client x WHERE x.email = :e)', { e: LEGACY_EMAIL }).getCount();
           expect(viaWhere, '.where subquery').to.equal(0);
         });
       });

@@ -3,7 +3,8 @@ import { expect } from 'chai';
 import { Raw } from 'typeorm';
 import { Client, Project } from '../../entities';
 import { TenantRoleEscapeError, tenantContext, type TenantDataSourceManager } from '../../src';
-import { adminQuery, databaseUrl, openManager, uniqueSlug } from '../support/fixtures';
+import { adminQuery, databaseUrl, openManager } from '../support/fixtures';
+import { LEGACY_EMAIL, schemaOf, tenantWithClient, withLegacyPublicClient } from '../support/legacy-public-client';
 
 /**
  * Attacks on the raw-SQL fence: QueryBuilder / find-options input whose SQL
@@ -12,8 +13,6 @@ import { adminQuery, databaseUrl, openManager, uniqueSlug } from '../support/fix
  * search_path ("$user", public). Each test asserts the SAFE behaviour.
  */
 
-const schemaOf = (slug: string): string => slug.replace(/-/g, '_');
-const LEGACY = 'legacy@public.test';
 
 const open = (overrides: Record<string, unknown> = {}): Promise<TenantDataSourceManager> =>
   openManager({ dataSource: { type: 'postgres', url: databaseUrl(), poolSize: 1 }, ...overrides });
@@ -26,22 +25,6 @@ async function withPublicTable(ddl: string, fill: string, drop: string, work: ()
   } finally {
     await adminQuery(drop);
   }
-}
-
-/** A legacy `public.client` holding one row the tenants must never see. */
-const withLegacyPublicClient = (work: () => Promise<void>): Promise<void> =>
-  withPublicTable(
-    'CREATE TABLE public.client (id serial PRIMARY KEY, name text, email text, internal_note text, plan_id int)',
-    `INSERT INTO public.client (name, email) VALUES ('legacy', '${LEGACY}')`,
-    'DROP TABLE public.client',
-    work,
-  );
-
-async function tenantWithClient(manager: TenantDataSourceManager, prefix: string): Promise<string> {
-  const slug = uniqueSlug(prefix);
-  await manager.createTenant(slug);
-  await manager.run(slug, () => tenantContext.getRepository(Client).save({ name: 'seed', email: `seed@${slug}.test` }));
-  return slug;
 }
 
 describe('fence attacks: generated-SQL classifier and session state', () => {
@@ -87,7 +70,7 @@ describe('fence attacks: generated-SQL classifier and session state', () => {
   it('a bare relation name that is one of the whitelisted words (`FROM share`) resolves in the tenant', async () => {
     await withPublicTable(
       'CREATE TABLE public.share (email text)',
-      `INSERT INTO public.share VALUES ('${LEGACY}')`,
+      `INSERT INTO public.share VALUES ('${LEGACY_EMAIL}')`,
       'DROP TABLE public.share',
       async () => {
         const manager = await open();
@@ -120,7 +103,7 @@ describe('fence attacks: generated-SQL classifier and session state', () => {
           .getRawMany<{ xml: string }>();
         return direct.map((r) => r.xml).join('');
       });
-      expect(xml, 'the query inside query_to_xml read public').not.to.contain(LEGACY);
+      expect(xml, 'the query inside query_to_xml read public').not.to.contain(LEGACY_EMAIL);
       expect(xml, 'the query inside query_to_xml read the tenant').to.contain(`seed@${slug}.test`);
     });
   });
@@ -219,8 +202,8 @@ describe('fence attacks: generated-SQL classifier and session state', () => {
           await tenantContext
             .getRepository(Client)
             .createQueryBuilder('c')
-            .orderBy('(SELECT count(*) FROM "client" "z" WHERE "z"."email" = \'' + LEGACY + '\')')
-            .addSelect('(SELECT count(*) FROM "client" "z" WHERE "z"."email" = \'' + LEGACY + '\')', 'n')
+            .orderBy('(SELECT count(*) FROM "client" "z" WHERE "z"."email" = \'' + LEGACY_EMAIL + '\')')
+            .addSelect('(SELECT count(*) FROM "client" "z" WHERE "z"."email" = \'' + LEGACY_EMAIL + '\')', 'n')
             .getRawMany<{ n: string }>()
         ).map((r) => r.n);
         return out;

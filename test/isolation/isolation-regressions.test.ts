@@ -10,37 +10,12 @@ import {
   type TenantDataSourceManager,
 } from '../../src';
 import { adminQuery, databaseUrl, newManager, openManager, sleep, uniqueSlug } from '../support/fixtures';
+import { LEGACY_EMAIL, emailsIn, schemaOf, tenantWithClient, withLegacyPublicClient } from '../support/legacy-public-client';
 
 /**
  * Regression tests for the isolation holes found on main at 95794c9, one per
  * hole, named after it. Each failed there.
  */
-
-const schemaOf = (slug: string): string => slug.replace(/-/g, '_');
-
-async function emailsIn(schema: string, table = 'client'): Promise<string[]> {
-  const rows = await adminQuery<{ email: string }>(`SELECT email FROM "${schema}".${table} ORDER BY email`);
-  return rows.map((r) => r.email);
-}
-
-/** A legacy `public.client` next to the tenant tables: raw SQL must never reach it. */
-async function withLegacyPublicClient(work: () => Promise<void>): Promise<void> {
-  await adminQuery('CREATE TABLE public.client (id serial PRIMARY KEY, name text, email text, internal_note text, plan_id int)');
-  await adminQuery("INSERT INTO public.client (name, email) VALUES ('legacy', 'legacy@public.test')");
-  try {
-    await work();
-    expect(await emailsIn('public'), 'public.client is never read or written').to.deep.equal(['legacy@public.test']);
-  } finally {
-    await adminQuery('DROP TABLE public.client');
-  }
-}
-
-async function tenantWithClient(manager: TenantDataSourceManager, prefix: string): Promise<string> {
-  const slug = uniqueSlug(prefix);
-  await manager.createTenant(slug);
-  await manager.run(slug, () => tenantContext.getRepository(Client).save({ name: 'seed', email: `seed@${slug}.test` }));
-  return slug;
-}
 
 describe('isolation regressions (holes found at 95794c9)', () => {
   it('raw SQL outside tenantContext.query fell back to public: every entry point now resolves in the tenant', async () => {
@@ -120,7 +95,7 @@ describe('isolation regressions (holes found at 95794c9)', () => {
           .createQueryBuilder()
           .select('c.email', 'email')
           .from(Client, 'c')
-          .where(`EXISTS (SELECT 1 FROM "client" "l" WHERE "l"."email" = 'legacy@public.test')`)
+          .where(`EXISTS (SELECT 1 FROM "client" "l" WHERE "l"."email" = '${LEGACY_EMAIL}')`)
           .getRawMany(),
       );
       expect(rows, 'the fragment searched the tenant, which has no legacy row').to.deep.equal([]);
