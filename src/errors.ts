@@ -28,6 +28,7 @@ export type TenancyErrorCode =
   | 'TENANT_CONTEXT_MISSING'
   | 'TENANT_NOT_FOUND'
   | 'TENANT_ALREADY_EXISTS'
+  | 'TENANT_RECENTLY_DROPPED'
   | 'INVALID_TENANT_NAME'
   | 'TENANT_NOT_ACTIVE'
   | 'TENANT_SUSPENDED'
@@ -89,6 +90,29 @@ export class TenantAlreadyExistsError extends TenancyError {
         : existingSlug !== slug
           ? `Tenant "${slug}" cannot be created: its schema "${schemaName}" already belongs to tenant "${existingSlug}". Pick another slug.`
           : `Tenant "${slug}" already exists (schema "${schemaName}"). Use it, or pick another slug.`,
+    );
+  }
+}
+
+/**
+ * The tenant's name was freed by `dropTenant` too recently: a process that
+ * still trusts its cached record of the dropped tenant, or a run it started
+ * before the drop, could otherwise reach the new tenant's schema.
+ */
+export class TenantRecentlyDroppedError extends TenancyError {
+  override readonly name = 'TenantRecentlyDroppedError';
+  readonly code = 'TENANT_RECENTLY_DROPPED';
+  readonly statusCode = 409;
+
+  constructor(
+    readonly slug: string,
+    readonly schemaName: string,
+    /** How long until the name may be taken again, in milliseconds. */
+    readonly retryAfterMs: number,
+  ) {
+    super(
+      `Tenant "${slug}" cannot be created yet: schema "${schemaName}" was dropped less than slugReuseDelayMs ago, and other processes may still hold the dropped tenant. ` +
+        `Retry in ${Math.ceil(retryAfterMs)} ms, or lower slugReuseDelayMs where a single process serves (0 turns the wait off).`,
     );
   }
 }

@@ -14,6 +14,7 @@ export type {
 export {
   DEFAULT_DESTROY_TIMEOUT_MS,
   DEFAULT_DROP_BATCH_SIZE,
+  DEFAULT_EXTENSIONS_SCHEMA,
   DEFAULT_LOCK_TIMEOUT_MS,
   DEFAULT_MAX_DATA_SOURCES,
   DEFAULT_REGISTRY_TABLE,
@@ -36,6 +37,7 @@ export {
   TenantContextMissingError,
   TenantNotFoundError,
   TenantAlreadyExistsError,
+  TenantRecentlyDroppedError,
   InvalidTenantNameError,
   TenantNotActiveError,
   TenantSuspendedError,

@@ -7,6 +7,7 @@ import { quoteIdent } from '../naming/quote-ident';
 import { LIBRARY_SCHEMA_PREFIX } from '../naming/tenant-slug';
 import type { TenantConnectionOptions } from './shared-pool';
 import type { PgDriverFacade } from './pool-facade';
+import type { QueryCacheOptions } from './tenant-query-cache';
 import { TenantQueryRunner, type RawSqlPolicy } from './tenant-query-runner';
 
 /**
@@ -43,6 +44,8 @@ export interface TenantDataSourceSpec {
    * whose runners set their own search_path.
    */
   readonly rawSql: ServedRawSql | { readonly kind: 'library' };
+  /** TypeORM's `cache` option for this DataSource: a view of the manager's store under the tenant's prefix (served DataSources only). */
+  readonly queryCache?: QueryCacheOptions | undefined;
 }
 
 /** How a DataSource serving runs fences raw SQL. */
@@ -55,6 +58,8 @@ export interface ServedRawSql {
   /** The role the pool connects as. */
   readonly sessionUser?: string;
   readonly fence: DropFence;
+  /** The tenant's view of the manager's query result cache, when one is configured. */
+  readonly queryCache?: QueryCacheOptions | undefined;
 }
 
 /** Set when a tenant is dropped: its held DataSources refuse every statement from then on (`TenantDroppedError`). */
@@ -89,6 +94,7 @@ export async function buildTenantDataSource(spec: TenantDataSourceSpec): Promise
     synchronize: false,
     dropSchema: false,
     migrationsRun: false,
+    cache: spec.queryCache ?? false,
   });
   const driver = dataSource.driver as PostgresDriver;
   driver.version = spec.facts.version;

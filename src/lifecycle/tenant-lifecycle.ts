@@ -142,7 +142,7 @@ export class TenantLifecycle {
     await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
       for (const schema of schemas) await runner.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
       await access.dropTenantRole(runner, schemaName);
-      await access.registry.delete(runner, slug);
+      await access.registry.deleteDropped(runner, slug, schemaName);
     });
     access.evict(slug);
     access.events.emit('dropped', { slug, schemaName });

@@ -37,13 +37,23 @@ export interface TenantDataSourceManagerOptions {
   readonly sharedMigrations?: readonly Function[];
   /** The schema of shared entities and of the tenant registry. Default `'public'`. */
   readonly sharedSchema?: string;
+  /**
+   * The schema PostgreSQL extensions live in. `initialize()` creates it and
+   * installs there the extensions the entities need (TypeORM's rules:
+   * `uuid-ossp` for uuid generation, `citext`, `hstore`, ...; plus
+   * `dataSource.extensions`), unless `dataSource.installExtensions` is
+   * `false`. Every search path the library sets names it, after the tenant
+   * schema; a tenant may not take its name. Set the connecting role's default
+   * search_path to it too (the README says why). Default `'extensions'`.
+   */
+  readonly extensionsSchema?: string;
   /** Most tenant DataSources kept cached (least recently used go first). Default 1,000. */
   readonly maxDataSources?: number;
   /** Name of the registry table in the shared schema. Default `'tenants'`. */
   readonly registryTable?: string;
   /**
-   * Schemas searched after the tenant's own by `tenantContext.query()`, for
-   * example `['extensions']` where extensions are installed. Never include the
+   * Schemas searched by tenants' raw SQL after the tenant's own and the
+   * extensions schema (for example a schema of shared functions). Never include the
    * shared schema unless unqualified raw SQL should be able to reach it.
    * Default `[]`.
    */
@@ -54,6 +64,17 @@ export interface TenantDataSourceManagerOptions {
    * at once; changes made by other processes within this time. Default 5,000.
    */
   readonly tenantRecordTtlMs?: number;
+  /**
+   * How long, in milliseconds, a schema name freed by `dropTenant` stays
+   * unusable for `createTenant` (`TenantRecentlyDroppedError` meanwhile).
+   * Within one process a dropped tenant's held DataSources refuse every
+   * statement at once; another process only learns of the drop when its
+   * cached record expires (`tenantRecordTtlMs`), and a run it started before
+   * the drop may still be going. Keep this at least the record TTL plus your
+   * longest run. Default: `tenantRecordTtlMs + destroyTimeoutMs` (15 s with
+   * their defaults); 0 where a single process serves. At most one day.
+   */
+  readonly slugReuseDelayMs?: number;
   /** How long `destroy()` waits for active runs before closing anyway, in milliseconds. Default 10,000. */
   readonly destroyTimeoutMs?: number;
   /** Longest wait for a row or advisory lock in provisioning and dropping, in milliseconds. Default 30,000. */
@@ -94,6 +115,7 @@ export interface TenantDataSourceManagerOptions {
 }
 
 export const DEFAULT_SHARED_SCHEMA = 'public';
+export const DEFAULT_EXTENSIONS_SCHEMA = 'extensions';
 export const DEFAULT_MAX_DATA_SOURCES = 1000;
 export const DEFAULT_REGISTRY_TABLE = 'tenants';
 export const DEFAULT_TENANT_RECORD_TTL_MS = 5_000;

@@ -13,6 +13,7 @@ import {
   type TenantConnectionOptions,
   type TenantPoolOptions,
 } from '../data-source/shared-pool';
+import { QueryCacheStore, tenantCachePrefix, validateQueryCacheOption, type QueryCacheOptions } from '../data-source/tenant-query-cache';
 import { partitionEntities, pinSharedEntities, releaseSharedSchema, type EntityPartition } from '../entity/entity-partition';
 import { pinSharedActiveRecord, unpinSharedActiveRecord } from '../entity/active-record';
 import {
@@ -32,6 +33,7 @@ import {
   TenantNotActiveError,
   TenantNotFoundError,
   TenantProvisioningError,
+  TenantRecentlyDroppedError,
   TenantSuspendedError,
   sqlStateOf,
 } from '../errors';
@@ -46,12 +48,15 @@ import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenan
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
 import { validatePlainIdentifier } from '../naming/plain-identifier';
 import { quoteIdent, quoteIdentList } from '../naming/quote-ident';
+import { searchPathsOf, type SearchPaths } from '../naming/search-paths';
 import { validateTenantSlug, type ReservedNames } from '../naming/tenant-slug';
+import { checkDefaultSearchPath, installExtensions, requiredExtensions } from '../provisioning/extensions';
 import type { TenantRecord } from '../registry/tenant-record';
 import { TenantRegistry, type SqlRunner } from '../registry/tenant-registry';
 import {
   DEFAULT_DESTROY_TIMEOUT_MS,
   DEFAULT_DROP_BATCH_SIZE,
+  DEFAULT_EXTENSIONS_SCHEMA,
   DEFAULT_LOCK_TIMEOUT_MS,
   DEFAULT_MAX_DATA_SOURCES,
   DEFAULT_REGISTRY_TABLE,
@@ -88,15 +93,19 @@ export interface TenantManagerStats {
 }
 
 interface ResolvedOptions {
+  /** The connection options without `cache`, which the manager gives each DataSource itself. */
   readonly connection: TenantConnectionOptions;
+  readonly queryCache: QueryCacheOptions | undefined;
   readonly entities: readonly Function[];
   readonly tenantMigrations: readonly Function[];
   readonly sharedMigrations: readonly Function[];
   readonly sharedSchema: string;
+  readonly extensionsSchema: string;
   readonly maxDataSources: number;
   readonly registryTable: string;
   readonly querySearchPath: readonly string[];
   readonly tenantRecordTtlMs: number;
+  readonly slugReuseDelayMs: number;
   readonly destroyTimeoutMs: number;
   readonly lockTimeoutMs: number;
   readonly dropBatchSize: number;
@@ -156,6 +165,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #pool: Pool | undefined;
   #facade: PgDriverFacade | undefined;
   #shared: DataSource | undefined;
+  #queryCache: QueryCacheStore | undefined;
   #fleet: FleetMigrator | undefined;
   #lifecycle: TenantLifecycle | undefined;
   #warmPool: WarmPool | undefined;
@@ -165,13 +175,15 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   /** The drop fences of every tenant DataSource not yet closed, by schema name. */
   readonly #fences = new Map<string, Set<DropFence>>();
   #reserved: ReservedNames;
+  readonly #searchPaths: SearchPaths;
   #pinned = false;
   #activeRuns = 0;
   #idleWaiters: Array<() => void> = [];
 
   constructor(options: TenantDataSourceManagerOptions) {
     this.#options = resolveOptions(options);
-    this.#reserved = { sharedSchema: this.#options.sharedSchema, otherSchemas: this.#options.querySearchPath };
+    this.#reserved = { sharedSchema: this.#options.sharedSchema, otherSchemas: this.#librarySchemas };
+    this.#searchPaths = searchPathsOf(this.#options);
     this.#registry = new TenantRegistry(this.#options.sharedSchema, this.#options.registryTable);
     this.#ledger = new MigrationLedger(
       this.#options.sharedSchema,
@@ -254,7 +266,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       const created = await this.#inLockedTransaction(provisioning, `schema:${schemaName}`, async (runner) => {
         const existing = await this.#registry.findConflict(runner, slug, schemaName);
         if (existing !== undefined) throw new TenantAlreadyExistsError(slug, schemaName, existing.slug);
-        const searchPath = [schemaName, this.#options.sharedSchema];
+        const delay = this.#options.slugReuseDelayMs;
+        const droppedAgo = delay > 0 ? await this.#registry.droppedWithin(runner, schemaName, delay) : undefined;
+        if (droppedAgo !== undefined) throw new TenantRecentlyDroppedError(slug, schemaName, delay - droppedAgo);
+        const searchPath = this.#searchPaths.tenantMigration(schemaName);
         try {
           if (await this.#warmPool?.claim(runner, schemaName)) {
             claimed = true;
@@ -268,7 +283,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         }
         if (!claimed) await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true });
         if (this.#options.isolation === 'role') {
-          await grantTenantRole(runner, this.#roleOf(schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
+          await grantTenantRole(runner, this.#roleOf(schemaName), schemaName, {
+            sharedSchema: this.#options.sharedSchema,
+            extensionsSchema: this.#options.extensionsSchema,
+            migrationsTableName: this.#migrationsTableName,
+          });
         }
         const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
         if (seed !== undefined) {
@@ -541,7 +560,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#assertReady('migrateShared()');
     const shared = this.#shared!;
     return this.#inLockedTransaction(shared, 'initialize', (runner) =>
-      applyPendingMigrations(shared, runner, [this.#options.sharedSchema]),
+      applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration()),
     );
   }
 
@@ -586,9 +605,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     };
   }
 
-  /** The schemas of raw SQL's search_path: the tenant schema, then the configured extras (pg_temp is added last). */
-  #querySearchPath(schemaName: string): readonly string[] {
-    return [schemaName, ...this.#options.querySearchPath];
+  /** Schemas every tenant's raw SQL searches besides its own, so no tenant may take their names. */
+  get #librarySchemas(): readonly string[] {
+    return [this.#options.extensionsSchema, ...this.#options.querySearchPath];
   }
 
   /**
@@ -617,6 +636,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#pools.set(serverKeyOf(options.connection), pool);
     this.#pool = pool;
     this.#facade = createPgDriverFacade(pool);
+    this.#queryCache = options.queryCache === undefined ? undefined : new QueryCacheStore(options.queryCache);
 
     const shared = new DataSource({
       ...options.connection,
@@ -624,6 +644,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       entities: [...this.#partition.sharedEntities],
       migrations: [...options.sharedMigrations],
       driver: this.#facade,
+      // TypeORM's query result cache: the shared DataSource makes the one store; tenants reach it under their own prefixes.
+      cache: this.#queryCache?.sharedOption() ?? false,
+      // The manager installs extensions itself, for the entities of both kinds, into the extensions schema.
+      installExtensions: false,
     });
     // TypeORM leaves tables of its "current schema" unqualified in DDL. Claim
     // one that names no schema (rather than read current_schema() from
@@ -639,6 +663,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         {
           sharedDataSource: shared,
           sharedSchema: options.sharedSchema,
+          searchPaths: this.#searchPaths,
           tenantMigrationNames: this.#tenantMigrationNames,
           buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
           inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
@@ -653,18 +678,23 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#driverFacts = { version: driver.version, database: driver.database };
 
     const [{ role }] = (await shared.query('SELECT current_user AS role')) as Array<{ role: string }>;
-    this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role, otherSchemas: options.querySearchPath };
+    this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role, otherSchemas: this.#librarySchemas };
 
-    await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
+    const extensions = options.connection.installExtensions === false ? [] : await this.#requiredExtensions();
+    const warnings = await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
+      const installed = await installExtensions(runner, { schema: options.extensionsSchema, sharedSchema: options.sharedSchema, names: extensions });
+      const pathWarning = await checkDefaultSearchPath(runner, { schema: options.extensionsSchema, names: extensions });
       await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
       await this.#registry.ensureTable(runner);
       await this.#ledger.ensureTable(runner);
       await this.#warmPool?.ensureTable(runner);
-      await applyPendingMigrations(shared, runner, [options.sharedSchema]);
+      await applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration());
+      return pathWarning === undefined ? installed.warnings : [...installed.warnings, pathWarning];
     });
+    for (const warning of warnings) warnOnce(warning);
     this.#fleet = new FleetMigrator({
       sharedDataSource: shared,
-      sharedSchema: options.sharedSchema,
+      searchPaths: this.#searchPaths,
       registry: this.#registry,
       ledger: this.#ledger,
       tenantMigrationNames: this.#tenantMigrationNames,
@@ -682,7 +712,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
       dropTenantRole: (runner, schemaName) => dropTenantRole(runner, this.#roleOf(schemaName)),
       migrateInTransaction: async (dataSource, runner, slug, schemaName) => {
-        await applyPendingMigrations(dataSource, runner, [schemaName, options.sharedSchema]);
+        await applyPendingMigrations(dataSource, runner, this.#searchPaths.tenantMigration(schemaName));
         await this.#ledger.syncTenant(runner, slug, schemaName);
       },
     });
@@ -782,6 +812,14 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           this.#cache.evict(slug);
           throw new TenantNotFoundError(slug);
         }
+        if (record.createdAt.getTime() !== cached.record.createdAt.getTime() || record.schemaName !== cached.record.schemaName) {
+          // Dropped and created again (by another process): a new tenant under the old name, with a DataSource of its own.
+          cached.fence.dropped = true;
+          this.#cache.evict(slug);
+          lease.release();
+          lease = undefined;
+          return await this.#lease(slug, operation);
+        }
         cached.record = record;
         cached.checkedAt = now;
         cached.runState = { owner: this, tenant: record, dataSource: cached.dataSource };
@@ -792,7 +830,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       }
       return lease;
     } catch (error) {
-      lease.release();
+      lease?.release();
       throw error;
     }
   }
@@ -806,15 +844,26 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const fence: DropFence = { slug, dropped: false };
     const dataSource = await this.#buildTenantDataSource(record.schemaName, {
       kind: 'served',
-      searchPath: this.#querySearchPath(record.schemaName),
+      searchPath: this.#searchPaths.tenantRaw(record.schemaName),
       role,
       sessionUser: this.#reserved.connectingRole,
       fence,
+      queryCache: this.#queryCache?.tenantOption(tenantCachePrefix(record.schemaName, record.createdAt)),
     });
     let fences = this.#fences.get(record.schemaName);
     if (fences === undefined) this.#fences.set(record.schemaName, (fences = new Set()));
     fences.add(fence);
     return { dataSource, fence, record, checkedAt: Date.now(), runState: { owner: this, tenant: record, dataSource } };
+  }
+
+  /** The extensions the entities of both kinds need (TypeORM's rules), read from a throwaway DataSource with all of them. */
+  async #requiredExtensions(): Promise<string[]> {
+    const all = await this.#buildTenantDataSource(UNQUALIFIED_SCHEMA_SENTINEL);
+    try {
+      return await requiredExtensions(all);
+    } finally {
+      await all.destroy();
+    }
   }
 
   /**
@@ -837,6 +886,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       sharedTables: this.#sharedTables,
       sharedDataSource: () => this.#shared,
       rawSql: served ?? { kind: 'library' },
+      queryCache: served?.queryCache,
     });
   }
 
@@ -900,16 +950,11 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
       );
     }
   }
-  if (connection.cache !== undefined && connection.cache !== false) {
-    // TypeORM keys cached results by query text or by the caller's id: an id
-    // such as { cache: { id: 'clients' } } is the same in every tenant, so one
-    // tenant would be served another's rows (and every tenant DataSource would
-    // open its own cache connection).
-    throw new TenancyConfigurationError(
-      'Option "dataSource.cache" (TypeORM\'s query result cache) is refused: its entries are not separated by tenant, ' +
-        'so { cache: { id } } in one tenant would answer another tenant\'s rows. Remove it, and cache in the service with the tenant in the key.',
-    );
-  }
+  // TypeORM keys cached results by the caller's id or the query text: an id
+  // such as { cache: { id: 'clients' } } is the same in every tenant, so the
+  // manager keeps one store and gives each tenant DataSource its own prefix.
+  const { cache, ...connectionWithoutCache } = connection;
+  const queryCache = validateQueryCacheOption(cache as TenantConnectionOptions['cache']);
   for (const key of ['synchronize', 'dropSchema', 'migrationsRun'] as const) {
     if (connection[key]) {
       throw new TenancyConfigurationError(
@@ -930,19 +975,36 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     );
   }
   const querySearchPath = (options.querySearchPath ?? []).map((s, i) => validatePlainIdentifier(s, `querySearchPath[${i}]`));
+  const extensionsSchema = validatePlainIdentifier(options.extensionsSchema ?? DEFAULT_EXTENSIONS_SCHEMA, 'extensionsSchema');
+  if (extensionsSchema === sharedSchema) {
+    throw new TenancyConfigurationError(
+      `Option "extensionsSchema" must differ from the shared schema "${sharedSchema}": every tenant's raw SQL searches the extensions schema, ` +
+        'and unqualified names must never reach shared tables. Keep extensions in a schema of their own (default "extensions").',
+    );
+  }
+
+  const tenantRecordTtlMs = nonNegative(options.tenantRecordTtlMs ?? DEFAULT_TENANT_RECORD_TTL_MS, 'tenantRecordTtlMs');
+  const destroyTimeoutMs = nonNegative(options.destroyTimeoutMs ?? DEFAULT_DESTROY_TIMEOUT_MS, 'destroyTimeoutMs');
+  const slugReuseDelayMs = nonNegative(options.slugReuseDelayMs ?? tenantRecordTtlMs + destroyTimeoutMs, 'slugReuseDelayMs');
+  if (slugReuseDelayMs > MAX_SLUG_REUSE_DELAY_MS) {
+    throw new TenancyConfigurationError(`Option "slugReuseDelayMs" must be at most one day (${MAX_SLUG_REUSE_DELAY_MS} ms); got ${slugReuseDelayMs}.`);
+  }
   const maxDataSources = positiveInteger(options.maxDataSources ?? DEFAULT_MAX_DATA_SOURCES, 'maxDataSources');
   const pool = { ...DEFAULT_POOL_OPTIONS, ...(options.pool ?? {}) };
   return Object.freeze({
-    connection: Object.freeze({ ...connection }) as TenantConnectionOptions,
+    connection: Object.freeze({ ...connectionWithoutCache }) as TenantConnectionOptions,
+    queryCache,
     entities: Object.freeze([...options.entities]),
     tenantMigrations: Object.freeze([...(options.tenantMigrations ?? [])]),
     sharedMigrations: Object.freeze([...(options.sharedMigrations ?? [])]),
     sharedSchema,
+    extensionsSchema,
     maxDataSources,
     registryTable,
     querySearchPath: Object.freeze(querySearchPath),
-    tenantRecordTtlMs: nonNegative(options.tenantRecordTtlMs ?? DEFAULT_TENANT_RECORD_TTL_MS, 'tenantRecordTtlMs'),
-    destroyTimeoutMs: nonNegative(options.destroyTimeoutMs ?? DEFAULT_DESTROY_TIMEOUT_MS, 'destroyTimeoutMs'),
+    tenantRecordTtlMs,
+    slugReuseDelayMs,
+    destroyTimeoutMs,
     lockTimeoutMs: nonNegative(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs'),
     dropBatchSize: positiveInteger(options.dropBatchSize ?? DEFAULT_DROP_BATCH_SIZE, 'dropBatchSize'),
     seed: options.seed,
@@ -956,6 +1018,18 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
       options.onPoolError ??
       ((error: Error) => process.emitWarning(`typeorm-tenants: a pooled connection failed: ${error.message}`, 'TenancyPoolWarning')),
   });
+}
+
+/** Drop notes older than this are pruned, so no longer wait can be kept. */
+const MAX_SLUG_REUSE_DELAY_MS = 86_400_000;
+
+/** Configuration warnings already given by this process (several managers over one database would repeat them). */
+const configurationWarnings = new Set<string>();
+
+function warnOnce(message: string): void {
+  if (configurationWarnings.has(message)) return;
+  configurationWarnings.add(message);
+  process.emitWarning(`typeorm-tenants: ${message}`, 'TenancyConfigurationWarning');
 }
 
 function positiveInteger(value: unknown, option: string): number {

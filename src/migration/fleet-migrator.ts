@@ -1,6 +1,7 @@
 import type { DataSource, QueryRunner } from 'typeorm';
 import { TenancyError, TenantMigrationError, TenantNotFoundError, sqlStateOf } from '../errors';
 import type { TenantRegistry, SqlRunner } from '../registry/tenant-registry';
+import type { SearchPaths } from '../naming/search-paths';
 import type { TenantRecord, TenantStatus } from '../registry/tenant-record';
 import { runFleet, type FleetReport, type FleetRunOptions, type FleetTenantError, type FleetTenantResult } from './fleet-run';
 import type { MigrationLedger } from './migration-ledger';
@@ -25,7 +26,8 @@ export interface TenantMigrationStatus {
 /** What the fleet migrator needs from the manager. */
 export interface SchemaAccess {
   readonly sharedDataSource: DataSource;
-  readonly sharedSchema: string;
+  /** The search path of each tenant's migrations. */
+  readonly searchPaths: SearchPaths;
   readonly registry: TenantRegistry;
   readonly ledger: MigrationLedger;
   /** Names of the tenant migrations of the code, in order. */
@@ -120,7 +122,7 @@ export class FleetMigrator {
 
   #migrateOne(slug: string, schemaName: string): Promise<FleetTenantResult> {
     return this.#inTenantSchema(slug, schemaName, 'migrated', (dataSource, runner) =>
-      applyPendingMigrations(dataSource, runner, [schemaName, this.#access.sharedSchema]),
+      applyPendingMigrations(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName)),
     );
   }
 
@@ -130,7 +132,7 @@ export class FleetMigrator {
       schemaName,
       'reverted',
       async (dataSource, runner) => {
-        const undone = await undoLastMigration(dataSource, runner, [schemaName, this.#access.sharedSchema]);
+        const undone = await undoLastMigration(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName));
         return undone === undefined ? [] : [undone];
       },
       throwOnFailure,

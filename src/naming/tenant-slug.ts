@@ -67,7 +67,7 @@ function reservedReason(schemaName: string, reserved: ReservedNames): string | u
     return 'the name of the role the pool connects as, which "$user" in the search_path resolves to';
   }
   if (reserved.otherSchemas?.some((schema) => schema.toLowerCase() === lower)) {
-    return 'a schema listed in querySearchPath, searched by every tenant\'s raw SQL';
+    return 'the extensions schema or a querySearchPath schema, searched by every tenant\'s raw SQL';
   }
   return undefined;
 }

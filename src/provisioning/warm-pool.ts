@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { applyPendingMigrations } from '../migration/schema-migrator';
 import { LIBRARY_SCHEMA_PREFIX } from '../naming/tenant-slug';
+import type { SearchPaths } from '../naming/search-paths';
 import { quoteIdent } from '../naming/quote-ident';
 import type { SqlRunner } from '../registry/tenant-registry';
 
@@ -15,6 +16,8 @@ export interface WarmPoolOptions {
 export interface WarmPoolAccess {
   readonly sharedDataSource: DataSource;
   readonly sharedSchema: string;
+  /** The search path of each spare's migrations. */
+  readonly searchPaths: SearchPaths;
   /** Names of the tenant migrations of the code. */
   readonly tenantMigrationNames: readonly string[];
   buildTenantDataSource(schemaName: string): Promise<DataSource>;
@@ -153,7 +156,7 @@ export class WarmPool {
         const { total } = await this.count(runner);
         if (total >= this.#size) return false;
         await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
-        const applied = await applyPendingMigrations(dataSource, runner, [schemaName, access.sharedSchema], { freshSchema: true });
+        const applied = await applyPendingMigrations(dataSource, runner, access.searchPaths.tenantMigration(schemaName), { freshSchema: true });
         await runner.query(`INSERT INTO ${this.#table} (schema_name, applied) VALUES ($1, $2)`, [schemaName, applied]);
         return true;
       });
@@ -170,7 +173,7 @@ export class WarmPool {
         // Claimed meanwhile: nothing to do.
         const rows: unknown[] = await runner.query(`SELECT 1 FROM ${this.#table} WHERE schema_name = $1 FOR UPDATE`, [schemaName]);
         if (rows.length === 0) return;
-        const applied = await applyPendingMigrations(dataSource, runner, [schemaName, access.sharedSchema]);
+        const applied = await applyPendingMigrations(dataSource, runner, access.searchPaths.tenantMigration(schemaName));
         await runner.query(`UPDATE ${this.#table} SET applied = applied || $2::text[] WHERE schema_name = $1`, [schemaName, applied]);
       });
     } finally {

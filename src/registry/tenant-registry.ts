@@ -23,9 +23,12 @@ const COLUMNS = 'slug, schema_name, name, status, created_at';
  */
 export class TenantRegistry {
   readonly #table: string;
+  /** Names freed by dropTenant, and when: `createTenant` waits `slugReuseDelayMs` before taking one again. */
+  readonly #dropped: string;
 
   constructor(sharedSchema: string, tableName: string) {
     this.#table = `${quoteIdent(sharedSchema)}.${quoteIdent(tableName)}`;
+    this.#dropped = `${quoteIdent(sharedSchema)}.${quoteIdent(`${tableName}_dropped`)}`;
   }
 
   /** Creates the registry table if it is missing. Run it under the initialisation lock. */
@@ -40,6 +43,23 @@ export class TenantRegistry {
         created_at timestamptz NOT NULL DEFAULT now()
       )`,
     );
+    await sql.query(
+      `CREATE TABLE IF NOT EXISTS ${this.#dropped} (
+        schema_name text PRIMARY KEY,
+        slug text NOT NULL,
+        dropped_at timestamptz NOT NULL DEFAULT now()
+      )`,
+    );
+  }
+
+  /** Milliseconds since the schema name was last freed by a drop, when that is less than `withinMs` ago. */
+  async droppedWithin(sql: SqlRunner, schemaName: string, withinMs: number): Promise<number | undefined> {
+    const rows: Array<{ ago: number }> = await sql.query(
+      `SELECT (extract(epoch FROM now() - dropped_at) * 1000)::float8 AS ago FROM ${this.#dropped}
+        WHERE schema_name = $1 AND dropped_at > now() - $2::float8 * interval '1 millisecond'`,
+      [schemaName, withinMs],
+    );
+    return rows.length === 0 ? undefined : Math.max(0, rows[0]!.ago);
   }
 
   async find(sql: SqlRunner, slug: string): Promise<TenantRecord | undefined> {
@@ -85,8 +105,14 @@ export class TenantRegistry {
     return toRecord(rows[0]!);
   }
 
-  async delete(sql: SqlRunner, slug: string): Promise<void> {
+  /** Deletes a dropped tenant's row and notes when its schema name was freed (older notes are pruned). */
+  async deleteDropped(sql: SqlRunner, slug: string, schemaName: string): Promise<void> {
     await sql.query(`DELETE FROM ${this.#table} WHERE slug = $1`, [slug]);
+    await sql.query(`DELETE FROM ${this.#dropped} WHERE dropped_at < now() - interval '1 day'`);
+    await sql.query(
+      `INSERT INTO ${this.#dropped} (schema_name, slug) VALUES ($1, $2) ON CONFLICT (schema_name) DO UPDATE SET slug = EXCLUDED.slug, dropped_at = now()`,
+      [schemaName, slug],
+    );
   }
 }
 

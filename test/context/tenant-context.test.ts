@@ -320,7 +320,7 @@ describe('tenantContext.query', () => {
     expect(reused.length, 'the check ran on connections the tenant queries had used').to.be.greaterThan(1);
   });
 
-  it('querySearchPath adds schemas after the tenant one: reachable, but never ahead of the tenant', async () => {
+  it('querySearchPath adds schemas after the tenant one and the extensions schema: reachable, but never ahead of the tenant', async () => {
     const extra = `extensions_x_${randomBytes(3).toString('hex')}`;
     await adminQuery(`CREATE SCHEMA "${extra}"`);
     try {
@@ -340,7 +340,8 @@ describe('tenantContext.query', () => {
       }));
       expect(seen.probe).to.deep.equal([{ v: 'from-extra' }]);
       expect(seen.clients).to.deep.equal([{ email: emailFor(a, 'seed') }]);
-      expect(seen.path[0].path.replace(/"/g, '').split(/,\s*/)).to.deep.equal([schemaOf(a), extra, 'pg_temp']);
+      // The tenant, the extensions schema, the extras, pg_temp last.
+      expect(seen.path[0].path.replace(/"/g, '').split(/,\s*/)).to.deep.equal([schemaOf(a), 'extensions', extra, 'pg_temp']);
       expect(sqlState(seen.plan), 'the shared schema is still not on the path').to.equal('42P01');
 
       // Without the option the extra schema is not reachable.

@@ -172,7 +172,7 @@ export async function expectRegistryMatchesNamespaces(
   const withoutSchema = records.filter((r) => !namespaces.has(r.schemaName)).map((r) => `${r.slug} (${r.status})`);
   expect(withoutSchema, 'registry rows whose schema is missing').to.deep.equal([]);
   const isSystem = (name: string): boolean =>
-    name === 'public' || name === 'information_schema' || name.startsWith('pg_') || name.startsWith('typeorm_tenants_');
+    name === 'public' || name === 'extensions' || name === 'information_schema' || name.startsWith('pg_') || name.startsWith('typeorm_tenants_');
   const candidates = [...namespaces].filter((name) =>
     schemaPrefixes === 'all' ? !isSystem(name) : schemaPrefixes.some((prefix) => name.startsWith(prefix)),
   );

@@ -77,6 +77,7 @@ describe('hostile tenant slugs (fast-check)', function () {
     const logger = new CountingLogger();
     const manager: TenantDataSourceManager = await openManager({
       dataSource: { type: 'postgres', url: databaseUrl(), poolSize: 5, logger },
+      slugReuseDelayMs: 0, // generated inputs create, drop and create names again
     });
     const [{ role }] = await adminQuery<{ role: string }>('SELECT current_user AS role');
     const namespacesNow = async (): Promise<Set<string>> =>

@@ -29,6 +29,8 @@ async function setup(url: string = databaseUrl(), overrides: Record<string, unkn
   const manager = await openManager({
     dataSource: { type: 'postgres', url, poolSize: 1 },
     registryTable: `adv_${randomBytes(4).toString('hex')}`,
+    // The drop races here re-create a name at once: what they test is the in-process fence (drop-fencing.test.ts tests the delay).
+    slugReuseDelayMs: 0,
     ...overrides,
   });
   const [a, b] = [uniqueSlug('adva'), uniqueSlug('advb')];

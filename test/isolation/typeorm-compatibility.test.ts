@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { In, IsNull, Not, Raw, type QueryRunner } from 'typeorm';
+import { In, IsNull, Like, Not, Raw, type QueryRunner } from 'typeorm';
 import {
   CrossTenantAccessError,
   RawSqlRefusedError,
@@ -8,6 +8,8 @@ import {
   TenantDataSourceManager,
   tenantContext,
 } from '../../src';
+import Redis from 'ioredis';
+import { usePgBouncer } from '../support/pgbouncer-hooks';
 import { adminQuery, databaseUrl, managerOptions, tablesOf, uniqueSlug } from '../support/fixtures';
 import {
   BookStatus,
@@ -125,6 +127,20 @@ async function collect(stream: AsyncIterable<Record<string, unknown>>): Promise<
 
 describe('TypeORM compatibility through tenant DataSources', function () {
   this.timeout(60_000);
+  compatibilitySuite(databaseUrl);
+});
+
+describe('TypeORM compatibility through tenant DataSources, behind PgBouncer (transaction pooling, two server connections)', function () {
+  this.timeout(60_000);
+  const bouncer = usePgBouncer({ poolSize: 2 });
+  compatibilitySuite(() => bouncer().url);
+});
+
+const { hostname: redisHost, port: redisPortText } = new URL(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+const redisPort = Number(redisPortText || 6379);
+
+/** The suite, over a connection URL taken when it starts (the database, or a PgBouncer in front of it). */
+function compatibilitySuite(url: () => string): void {
 
   let manager: TenantDataSourceManager;
   let legacy: string;
@@ -132,6 +148,7 @@ describe('TypeORM compatibility through tenant DataSources', function () {
   const b = uniqueSlug('compat-b');
   const sa = schemaOf(a);
   const sb = schemaOf(b);
+  const cachePrefix = `compat-${token()}:`;
 
   /** Fails when a test changed the legacy tables in "public", after putting them back (so one leak fails one test). */
   const expectLegacyUntouched = async (): Promise<void> => {
@@ -145,7 +162,14 @@ describe('TypeORM compatibility through tenant DataSources', function () {
     await createLegacy();
     manager = new TenantDataSourceManager(
       managerOptions({
-        dataSource: { type: 'postgres', url: databaseUrl(), poolSize: 4, subscribers: [CompatEventSubscriber] },
+        dataSource: {
+          type: 'postgres',
+          url: url(),
+          poolSize: 4,
+          subscribers: [CompatEventSubscriber],
+          // TypeORM's query result cache on the machine's Redis, under a key prefix of this suite's own.
+          cache: { type: 'ioredis', options: { host: redisHost, port: redisPort, keyPrefix: cachePrefix }, duration: 60_000 },
+        },
         entities: compatEntities,
         tenantMigrations: compatTenantMigrations,
         sharedMigrations: compatSharedMigrations,
@@ -163,6 +187,10 @@ describe('TypeORM compatibility through tenant DataSources', function () {
   after(async function () {
     this.timeout(120_000);
     await manager?.destroy();
+    const redis = new Redis({ host: redisHost, port: redisPort });
+    const keys = await redis.keys(`${cachePrefix}*`);
+    if (keys.length > 0) await redis.unlink(keys);
+    redis.disconnect();
     await dropLegacy();
     // Other suites check that public.migrations holds only the example model's shared migrations.
     await adminQuery("DELETE FROM public.migrations WHERE name LIKE 'Compat%'");
@@ -1028,6 +1056,31 @@ describe('TypeORM compatibility through tenant DataSources', function () {
     });
   });
 
+  describe('query result cache', () => {
+    it('find({ cache: { id } }) with one id in two tenants: each its own rows and entry; remove() and clear() stay in the tenant', async () => {
+      const t = token();
+      const cached = (): Promise<CompatAuthor[]> =>
+        tenantContext.getRepository(CompatAuthor).find({ where: { name: Like(`cache-${t}%`) }, order: { name: 'ASC' }, cache: { id: `authors-${t}`, milliseconds: 60_000 } });
+      const names = (rows: CompatAuthor[]): string[] => rows.map((row) => row.name);
+      await manager.run(a, () => tenantContext.getRepository(CompatAuthor).save({ name: `cache-${t}-a` }));
+      await manager.run(b, () => tenantContext.getRepository(CompatAuthor).save({ name: `cache-${t}-b` }));
+      expect(names(await manager.run(a, cached))).to.deep.equal([`cache-${t}-a`]);
+      expect(names(await manager.run(b, cached))).to.deep.equal([`cache-${t}-b`]);
+      // Rows added behind the cache's back stay unseen until the tenant's own entry goes.
+      await adminQuery(`INSERT INTO "${sa}".compat_author (name) VALUES ($1)`, [`cache-${t}-a2`]);
+      await adminQuery(`INSERT INTO "${sb}".compat_author (name) VALUES ($1)`, [`cache-${t}-b2`]);
+      expect(names(await manager.run(a, cached))).to.deep.equal([`cache-${t}-a`]);
+      await manager.run(a, () => tenantContext.getManager().connection.queryResultCache!.remove([`authors-${t}`]));
+      expect(names(await manager.run(a, cached))).to.deep.equal([`cache-${t}-a`, `cache-${t}-a2`]);
+      expect(names(await manager.run(b, cached)), "a's remove() left b's entry").to.deep.equal([`cache-${t}-b`]);
+      await manager.run(a, () => tenantContext.getManager().connection.queryResultCache!.clear());
+      expect(names(await manager.run(b, cached)), "a's clear() left b's entry").to.deep.equal([`cache-${t}-b`]);
+      await manager.run(b, () => tenantContext.getManager().connection.queryResultCache!.clear());
+      expect(names(await manager.run(b, cached))).to.deep.equal([`cache-${t}-b`, `cache-${t}-b2`]);
+      await expectLegacyUntouched();
+    });
+  });
+
   describe('shared Active Record', () => {
     it('works outside and inside runs, after createTenant and after DataSource eviction, always in public', async () => {
       const t = token();
@@ -1077,5 +1130,4 @@ describe('TypeORM compatibility through tenant DataSources', function () {
       await expectLegacyUntouched();
     });
   });
-});
-
+}

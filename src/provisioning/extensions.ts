@@ -1,0 +1,120 @@
+import type { DataSource } from 'typeorm';
+import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
+import { TenancyConfigurationError } from '../errors';
+import { quoteIdent } from '../naming/quote-ident';
+import type { SqlRunner } from '../registry/tenant-registry';
+
+/** The extensions TypeORM would install for these entities' columns, plus `extensions` of the connection options. */
+export async function requiredExtensions(dataSource: DataSource): Promise<string[]> {
+  const driver = dataSource.driver as PostgresDriver;
+  // TypeORM's own rules (protected): the same decisions installExtensions would make.
+  const needs = await (driver as unknown as { checkMetadataForExtensions(): Promise<Record<string, boolean>> }).checkMetadataForExtensions();
+  const options = driver.options;
+  const names = [
+    needs.hasUuidColumns ? (options.uuidExtension ?? 'uuid-ossp') : undefined,
+    needs.hasCitextColumns ? 'citext' : undefined,
+    needs.hasHstoreColumns ? 'hstore' : undefined,
+    needs.hasGeometryColumns ? 'postgis' : undefined,
+    needs.hasCubeColumns ? 'cube' : undefined,
+    needs.hasLtreeColumns ? 'ltree' : undefined,
+    needs.hasVectorColumns ? 'vector' : undefined,
+    needs.hasExclusionConstraints ? 'btree_gist' : undefined,
+    ...(options.extensions ?? []),
+  ];
+  return [...new Set(names.filter((name): name is string => typeof name === 'string'))];
+}
+
+/** What `installExtensions` reports back: what it did, and what the caller should warn about. */
+export interface ExtensionsOutcome {
+  readonly installed: readonly string[];
+  readonly warnings: readonly string[];
+}
+
+/**
+ * Creates the extensions schema and installs each extension not installed
+ * yet into it (`CASCADE`, so what it depends on comes along), in the
+ * caller's transaction. An extension already installed in another schema is
+ * left there, with a warning: raw SQL of runs does not search that schema.
+ * One that cannot be installed (not available, or not allowed for the
+ * connecting role) is a `TenancyConfigurationError` naming the statement a
+ * superuser should run: tenants could not be created without it.
+ *
+ * The schema is made with Citus's schema-based sharding off, so that on a
+ * Citus cluster it is not distributed as if it were a tenant (elsewhere the
+ * setting is an inert placeholder, local to the transaction).
+ */
+export async function installExtensions(
+  sql: SqlRunner,
+  options: { readonly schema: string; readonly sharedSchema: string; readonly names: readonly string[] },
+): Promise<ExtensionsOutcome> {
+  const schema = quoteIdent(options.schema);
+  await sql.query(`SELECT set_config('citus.enable_schema_based_sharding', 'off', true)`);
+  await sql.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+  const warnings: string[] = [];
+  const installed: string[] = [];
+  if (options.names.length === 0) return { installed, warnings };
+
+  const present = (await sql.query(
+    `SELECT e.extname AS name, n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = ANY($1::text[])`,
+    [options.names],
+  )) as Array<{ name: string; schema: string }>;
+  const where = new Map(present.map((row) => [row.name, row.schema]));
+  for (const name of options.names) {
+    const at = where.get(name);
+    if (at === options.schema) continue;
+    if (at !== undefined) {
+      warnings.push(
+        `Extension "${name}" is installed in schema "${at}"${at === options.sharedSchema ? ' (the shared schema)' : ''}, not in the extensions schema "${options.schema}". ` +
+          `Tenants' raw SQL does not search "${at}", so its types, functions and operators resolve there only where written "${at}".<name>. ` +
+          `Move it with: ALTER EXTENSION ${quoteIdent(name)} SET SCHEMA ${schema};`,
+      );
+      continue;
+    }
+    try {
+      await sql.query(`CREATE EXTENSION IF NOT EXISTS ${quoteIdent(name)} SCHEMA ${schema} CASCADE`);
+      installed.push(name);
+    } catch (error) {
+      throw new TenancyConfigurationError(
+        `The entities need the PostgreSQL extension "${name}", and it could not be installed in schema "${options.schema}": ` +
+          `${error instanceof Error ? error.message : String(error)}. ` +
+          `Install it once as a superuser: CREATE EXTENSION IF NOT EXISTS ${quoteIdent(name)} SCHEMA ${schema} CASCADE;`,
+        { cause: error },
+      );
+    }
+  }
+  return { installed, warnings };
+}
+
+/**
+ * Generated SQL (find, save, QueryBuilder over entities) sends no search
+ * path of its own: its tables are qualified, but operators and functions
+ * resolve through the connection's default search_path. Checks that this
+ * path reaches the extensions schema. When it does not: with citext, whose
+ * values cast silently to text, `find({ where: { email } })` would compare
+ * case-sensitively, so that is a `TenancyConfigurationError`; with other
+ * extensions (whose operators fail loudly when unresolved) a warning,
+ * returned to the caller.
+ */
+export async function checkDefaultSearchPath(
+  sql: SqlRunner,
+  options: { readonly schema: string; readonly names: readonly string[] },
+): Promise<string | undefined> {
+  if (options.names.length === 0) return undefined;
+  const [row] = (await sql.query(
+    `SELECT $1::name = ANY(current_schemas(false)) AS searched, current_user AS role, current_database() AS database`,
+    [options.schema],
+  )) as Array<{ searched: boolean; role: string; database: string }>;
+  if (row.searched) return undefined;
+  const fix = `ALTER ROLE ${quoteIdent(row.role)} IN DATABASE ${quoteIdent(row.database)} SET search_path TO ${quoteIdent(options.schema)};`;
+  if (options.names.includes('citext')) {
+    throw new TenancyConfigurationError(
+      `The connection's default search_path does not include the extensions schema "${options.schema}", where citext lives. ` +
+        'Generated SQL resolves operators through that path, so find() would compare citext columns with text\'s case-sensitive "=". ' +
+        `Set the role's default once (then reconnect): ${fix}`,
+    );
+  }
+  return (
+    `The connection's default search_path does not include the extensions schema "${options.schema}" (extensions: ${options.names.join(', ')}). ` +
+    `Generated SQL resolves operators and functions through it, so those of the extensions are not found there. Set it for the role once: ${fix}`
+  );
+}
