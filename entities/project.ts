@@ -1,4 +1,4 @@
-import { Column, Entity, JoinColumn, ManyToOne, PrimaryGeneratedColumn, type Relation } from 'typeorm';
+import { Column, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn, type Relation } from 'typeorm';
 import { TenantScoped } from '../src';
 import { Client } from './client';
 
@@ -9,7 +9,9 @@ export class Project {
   @PrimaryGeneratedColumn() id!: number;
   @Column() name!: string;
 
-  @ManyToOne(() => Client, (client) => client.projects, { onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'client_id' })
+  // As the tenant migration made it (migration:generate --check keeps the two in step).
+  @Index('project_client_id_idx')
+  @ManyToOne(() => Client, (client) => client.projects, { onDelete: 'CASCADE', nullable: false })
+  @JoinColumn({ name: 'client_id', foreignKeyConstraintName: 'project_client_id_fkey' })
   client!: Relation<Client>;
 }

@@ -29,6 +29,7 @@ export type TenancyErrorCode =
   | 'TENANT_NOT_FOUND'
   | 'TENANT_ALREADY_EXISTS'
   | 'TENANT_RECENTLY_DROPPED'
+  | 'MIGRATION_GENERATION_FAILED'
   | 'INVALID_TENANT_NAME'
   | 'TENANT_NOT_ACTIVE'
   | 'TENANT_SUSPENDED'
@@ -115,6 +116,13 @@ export class TenantRecentlyDroppedError extends TenancyError {
         `Retry in ${Math.ceil(retryAfterMs)} ms, or lower slugReuseDelayMs where a single process serves (0 turns the wait off).`,
     );
   }
+}
+
+/** `migration:generate` produced a statement it cannot make tenant-neutral; nothing was written. */
+export class MigrationGenerationError extends TenancyError {
+  override readonly name = 'MigrationGenerationError';
+  readonly code = 'MIGRATION_GENERATION_FAILED';
+  readonly statusCode = 500;
 }
 
 /** The input is not a valid tenant slug, or it is reserved. No SQL ran. */

@@ -1,6 +1,7 @@
 export { TenantScoped, isTenantScoped } from './entity/tenant-scoped';
 export { TenantDataSourceManager } from './manager/tenant-data-source-manager';
-export type { CreateTenantOptions, TenantManagerStats } from './manager/tenant-data-source-manager';
+export type { CreateTenantOptions, GenerateMigrationOptions, GeneratedMigration, TenantManagerStats } from './manager/tenant-data-source-manager';
+export type { MigrationStatement } from './migration/migration-source';
 export type { FleetMigrationOptions, TenantMigrationStatus } from './migration/fleet-migrator';
 export type {
   FleetReport,
@@ -38,6 +39,7 @@ export {
   TenantNotFoundError,
   TenantAlreadyExistsError,
   TenantRecentlyDroppedError,
+  MigrationGenerationError,
   InvalidTenantNameError,
   TenantNotActiveError,
   TenantSuspendedError,

@@ -22,6 +22,11 @@ export class CliSession {
     this.#cwd = cwd;
   }
 
+  /** The directory relative paths of the command line are resolved against. */
+  get cwd(): string {
+    return this.#cwd;
+  }
+
   /** Loads the config, starts the manager, and runs `work` with it. */
   async withManager<T>(work: (manager: TenantDataSourceManager) => Promise<T>): Promise<T> {
     if (this.#manager === undefined) {

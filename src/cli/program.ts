@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { CliSession } from './cli-session';
 import { registerFleetCommands } from './commands/fleet-commands';
+import { registerMigrationCommands } from './commands/migration-commands';
 import { registerTenantCommands } from './commands/tenant-commands';
 import { DEFAULT_CONFIG_PATH } from './load-config';
 import { Output, type CliStreams } from './output';
@@ -47,6 +48,7 @@ export function buildProgram(streams: CliStreams, cwd: string): CliProgram {
   };
   registerTenantCommands(program, session);
   registerFleetCommands(program, session);
+  registerMigrationCommands(program, session);
   // Every subcommand reports usage errors the same way as the program.
   for (const command of program.commands) {
     command.exitOverride().showSuggestionAfterError(true).configureOutput(program.configureOutput());

@@ -1,6 +1,6 @@
 import { TenancyError } from '../errors';
 import type { TenantMigrationStatus } from '../migration/fleet-migrator';
-import type { FleetReport, FleetTenantResult } from '../migration/fleet-run';
+import { FLEET_ERROR_DATABASE_FIELDS, type FleetReport, type FleetTenantError, type FleetTenantResult } from '../migration/fleet-run';
 import type { TenantRecord } from '../registry/tenant-record';
 import { CliError } from './cli-error';
 
@@ -47,16 +47,16 @@ export function renderMigrationStatus(statuses: readonly TenantMigrationStatus[]
 }
 
 /**
- * A fleet report as a summary table and a totals line. Tenants that were
- * already up to date are counted but not listed unless `verbose`, so a
- * 10,000-tenant reconcile does not print 10,000 lines.
+ * A fleet report as a summary table and a totals line. The totals count
+ * every tenant in scope; tenants that were already up to date are counted
+ * but not listed unless `verbose`, so a no-op over 10,000 tenants prints one
+ * line (`10000 tenants: 0 migrated, 10000 up to date, ...`), and `--json`
+ * still carries every tenant's line.
  */
 export function renderFleetReport(report: FleetReport, action: 'migrate' | 'revert' | 'reconcile', verbose = false): string {
   const listed = verbose ? report.results : report.results.filter((r) => r.status !== 'up-to-date');
   const t = report.totals;
-  if (report.results.length === 0) {
-    return `${action === 'migrate' ? 'No tenant has pending migrations' : 'No tenants to process'} (checked in ${formatMs(t.ms)}).\n`;
-  }
+  if (report.results.length === 0) return `No tenants in scope (checked in ${formatMs(t.ms)}).\n`;
   let text = '';
   if (listed.length > 0) {
     const withErrors = listed.some((r) => r.error !== undefined);
@@ -76,15 +76,24 @@ export function renderFleetReport(report: FleetReport, action: 'migrate' | 'reve
 }
 
 function reportRow(result: FleetTenantResult): string[] {
-  const error = result.error === undefined ? '' : formatFleetError(result);
+  const error = result.error === undefined ? '' : formatFleetError(result.error);
   return [result.slug, result.status, String(Math.round(result.ms)), result.applied.length === 0 ? '-' : result.applied.join(', '), error];
 }
 
-function formatFleetError(result: FleetTenantResult): string {
-  const error = result.error!;
+/**
+ * A tenant's error on one line: `migration: message [code]`, then the
+ * database's fields that were given, labelled
+ * (`; detail: Key (number)=(DUP-1) is duplicated.; table: invoice`).
+ */
+export function formatFleetError(error: FleetTenantError): string {
   const where = error.migration === undefined ? '' : `${error.migration}: `;
   const code = error.code === undefined ? '' : ` [${error.code}]`;
-  return `${where}${error.message.split('\n')[0]}${code}`;
+  const fields = FLEET_ERROR_DATABASE_FIELDS.filter((field) => error[field] !== undefined).map((field) => `; ${field}: ${oneLine(error[field]!)}`);
+  return `${where}${error.message.split('\n')[0]}${code}${fields.join('')}`;
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ');
 }
 
 /**

@@ -35,12 +35,20 @@ export function validateQueryCacheOption(cache: DataSourceOptions['cache']): Que
   return cache;
 }
 
-/** The prefix of a tenant's entries: its schema and its incarnation (a tenant dropped and created again under one name does not meet the old entries). */
-export function tenantCachePrefix(schemaName: string, createdAt: Date): string {
-  return `typeorm-tenants:tenant:${schemaName}:${createdAt.getTime().toString(36)}:`;
+/**
+ * The prefix of a tenant's entries: the database, the tenant's schema and its
+ * incarnation (a tenant dropped and created again under one name does not
+ * meet the old entries). Databases that share a name and a Redis, such as a
+ * staging copy of production, need a `keyPrefix` of their own.
+ */
+export function tenantCachePrefix(database: string, schemaName: string, createdAt: Date): string {
+  return `typeorm-tenants:${database}:tenant:${schemaName}:${createdAt.getTime().toString(36)}:`;
 }
 
-export const SHARED_CACHE_PREFIX = 'typeorm-tenants:shared:';
+/** The prefix of the shared DataSource's entries: the database and the shared schema. */
+export function sharedCachePrefix(database: string, sharedSchema: string): string {
+  return `typeorm-tenants:${database}:shared:${sharedSchema}:`;
+}
 
 /**
  * The one store of a manager: made (and connected, and closed) by the shared
@@ -52,8 +60,12 @@ export class QueryCacheStore {
 
   constructor(readonly options: QueryCacheOptions) {}
 
-  /** The `cache` option of the shared DataSource: it makes the store and owns its connection. */
-  sharedOption(): QueryCacheOptions {
+  /**
+   * The `cache` option of the shared DataSource: it makes the store and owns
+   * its connection. Its prefix is read on first use (the database's name is
+   * known once the shared DataSource has connected).
+   */
+  sharedOption(prefix: () => string): QueryCacheOptions {
     return {
       ...this.options,
       provider: (dataSource: DataSource) => {
@@ -62,7 +74,7 @@ export class QueryCacheStore {
             ? this.options.provider(dataSource)
             : new RedisQueryResultCache(dataSource, this.options.type as (typeof STORE_TYPES)[number]);
         this.#store = store;
-        return new PrefixedQueryResultCache(store, SHARED_CACHE_PREFIX, true);
+        return new PrefixedQueryResultCache(store, prefix, true);
       },
     };
   }
@@ -73,7 +85,7 @@ export class QueryCacheStore {
       ...this.options,
       provider: () => {
         if (this.#store === undefined) throw new Error('The query cache store is made by the shared DataSource, which is not initialised.');
-        return new PrefixedQueryResultCache(this.#store, prefix, false);
+        return new PrefixedQueryResultCache(this.#store, () => prefix, false);
       },
     };
   }
@@ -87,10 +99,15 @@ export class QueryCacheStore {
 export class PrefixedQueryResultCache implements QueryResultCache {
   constructor(
     private readonly store: QueryResultCache,
-    readonly prefix: string,
+    private readonly prefixOf: () => string,
     /** The shared DataSource's view connects and disconnects the store; tenants' views do not. */
     private readonly ownsConnection: boolean,
   ) {}
+
+  /** What every id of this view starts with. */
+  get prefix(): string {
+    return this.prefixOf();
+  }
 
   async connect(): Promise<void> {
     if (this.ownsConnection) await this.store.connect();
@@ -149,7 +166,7 @@ interface RedisClient {
   scanIterator?(options: { MATCH: string; COUNT: number }): AsyncIterable<string | string[]>;
   scanStream?(options: { match: string; count: number }): AsyncIterable<string[]>;
   nodes?(role: 'master'): RedisClient[];
-  readonly options?: { readonly keyPrefix?: string };
+  readonly options?: { readonly keyPrefix?: string; readonly redisOptions?: { readonly keyPrefix?: string } };
   /** Both clients take an array of keys. */
   unlink(keys: string[]): Promise<unknown>;
 }
@@ -158,7 +175,17 @@ async function clearRedisPrefix(client: RedisClient, prefix: string): Promise<vo
   // Schema names and the prefix hold no glob characters, but escape anyway.
   const match = `${prefix.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}*`;
   if (typeof client.nodes === 'function') {
-    await Promise.all(client.nodes('master').map((node) => clearRedisPrefix(node, prefix)));
+    // A cluster: scan every master, then delete through the cluster client one
+    // key at a time (a multi-key UNLINK across hash slots is refused with
+    // CROSSSLOT). The nodes' own clients do not carry the cluster's keyPrefix.
+    const keyPrefix = client.options?.keyPrefix ?? client.options?.redisOptions?.keyPrefix ?? '';
+    await Promise.all(
+      client.nodes('master').map(async (node) => {
+        for await (const keys of node.scanStream!({ match: keyPrefix + match, count: 500 })) {
+          await Promise.all(keys.map((key) => client.unlink([key.slice(keyPrefix.length)])));
+        }
+      }),
+    );
     return;
   }
   if (typeof client.scanIterator === 'function') {

@@ -10,16 +10,16 @@ const SEQUENCE_PRIVILEGES = 'USAGE, SELECT, UPDATE';
  * nothing else of the tenants': rights on every table and sequence of the
  * schema (and, by default privileges, on those later migrations create),
  * usage of the shared schema (its tables are reachable as far as they are
- * granted to PUBLIC or to the role) and of the extensions schema, and no rights on the tenant's
+ * granted to PUBLIC or to the role), and no rights on the tenant's
  * migrations table. Runs in the caller's transaction.
  */
 export async function grantTenantRole(
   sql: SqlRunner,
   role: string,
   schemaName: string,
-  schemas: { readonly sharedSchema: string; readonly extensionsSchema: string; readonly migrationsTableName: string },
+  sharedSchema: string,
+  migrationsTableName: string,
 ): Promise<void> {
-  const { sharedSchema, extensionsSchema, migrationsTableName } = schemas;
   const r = quoteIdent(role);
   const schema = quoteIdent(schemaName);
   try {
@@ -36,7 +36,6 @@ export async function grantTenantRole(
   await sql.query(`ALTER DEFAULT PRIVILEGES IN SCHEMA ${schema} GRANT ${SEQUENCE_PRIVILEGES} ON SEQUENCES TO ${r}`);
   await sql.query(`REVOKE ALL ON ${schema}.${quoteIdent(migrationsTableName)} FROM ${r}`);
   await sql.query(`GRANT USAGE ON SCHEMA ${quoteIdent(sharedSchema)} TO ${r}`);
-  await sql.query(`GRANT USAGE ON SCHEMA ${quoteIdent(extensionsSchema)} TO ${r}`);
 }
 
 /** Drops the tenant's role, if it exists, with every privilege it holds in this database. */

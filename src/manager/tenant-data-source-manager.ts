@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
 import { DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
@@ -13,7 +14,7 @@ import {
   type TenantConnectionOptions,
   type TenantPoolOptions,
 } from '../data-source/shared-pool';
-import { QueryCacheStore, tenantCachePrefix, validateQueryCacheOption, type QueryCacheOptions } from '../data-source/tenant-query-cache';
+import { QueryCacheStore, sharedCachePrefix, tenantCachePrefix, validateQueryCacheOption, type QueryCacheOptions } from '../data-source/tenant-query-cache';
 import { partitionEntities, pinSharedEntities, releaseSharedSchema, type EntityPartition } from '../entity/entity-partition';
 import { pinSharedActiveRecord, unpinSharedActiveRecord } from '../entity/active-record';
 import {
@@ -46,10 +47,12 @@ import { dropTenantRole, grantTenantRole } from '../isolation/tenant-role';
 import { tenantRoleName } from '../naming/derived-schema-name';
 import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenant-events';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
+import { sharedSchemaChanges, tenantSchemaChanges, type SchemaChanges } from '../migration/migration-generator';
+import { migrationFile, type MigrationFile, type MigrationSourceOptions, type MigrationStatement } from '../migration/migration-source';
 import { validatePlainIdentifier } from '../naming/plain-identifier';
 import { quoteIdent, quoteIdentList } from '../naming/quote-ident';
 import { searchPathsOf, type SearchPaths } from '../naming/search-paths';
-import { validateTenantSlug, type ReservedNames } from '../naming/tenant-slug';
+import { LIBRARY_SCHEMA_PREFIX, validateTenantSlug, type ReservedNames } from '../naming/tenant-slug';
 import { checkDefaultSearchPath, installExtensions, requiredExtensions } from '../provisioning/extensions';
 import type { TenantRecord } from '../registry/tenant-record';
 import { TenantRegistry, type SqlRunner } from '../registry/tenant-registry';
@@ -72,6 +75,20 @@ export interface CreateTenantOptions {
   readonly name?: string;
   /** Seeds the new tenant inside the creation transaction; overrides the manager's `seed` option. */
   readonly seed?: TenantSeed;
+}
+
+/** What `generateMigration` takes besides the name. */
+export interface GenerateMigrationOptions extends MigrationSourceOptions {
+  /** Diff the shared entities against the shared schema instead of the tenant entities against a tenant schema. */
+  readonly shared?: boolean;
+  /** Milliseconds for the class name and file name. Default: now. */
+  readonly timestamp?: number;
+}
+
+/** A generated migration: its file, and its statements in the order `up()` and `down()` run them. */
+export interface GeneratedMigration extends MigrationFile {
+  readonly up: readonly MigrationStatement[];
+  readonly down: readonly MigrationStatement[];
 }
 
 /** Counters and gauges of a manager, for dashboards and tests. */
@@ -283,11 +300,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         }
         if (!claimed) await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true });
         if (this.#options.isolation === 'role') {
-          await grantTenantRole(runner, this.#roleOf(schemaName), schemaName, {
-            sharedSchema: this.#options.sharedSchema,
-            extensionsSchema: this.#options.extensionsSchema,
-            migrationsTableName: this.#migrationsTableName,
-          });
+          await grantTenantRole(runner, this.#roleOf(schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
         }
         const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
         if (seed !== undefined) {
@@ -473,9 +486,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
   /**
    * Applies pending tenant migrations to every active tenant (or to
-   * `options.tenants`). Which tenants have something pending comes from the
-   * migration ledger in one query, so a run with nothing to do is fast
-   * whatever the fleet size. Each tenant is migrated in its own transaction
+   * `options.tenants`). Which tenants are in scope, and which have something
+   * pending, come from the migration ledger in one query; the report has a
+   * line for every tenant in scope (those with nothing pending are
+   * `up-to-date`, with no DataSource opened), so a run with nothing to do is
+   * fast whatever the fleet size and still proves every tenant's state. Each tenant is migrated in its own transaction
    * under its schema's advisory lock: a failing tenant is rolled back and
    * reported, the others go on (unless `stopOnError`, or a failing wave).
    * Two processes may run it at once: no tenant is migrated twice, none
@@ -565,6 +580,45 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   }
 
   /**
+   * Generates a migration from the entities, as TypeORM's
+   * `migration:generate` does, but one that is right for every tenant.
+   * Tenant migrations: a throwaway schema is brought to the head of the
+   * tenant migrations inside a transaction that is rolled back (nothing is
+   * left), TypeORM's schema builder diffs the tenant entities against it, and
+   * the statements come out with tenant objects (tables, enum types,
+   * sequences, indexes, constraints) unqualified and shared objects
+   * qualified with the shared schema. With `shared: true`, the shared
+   * entities against the shared schema. Returns `undefined` when nothing
+   * would change. The caller writes `source` to `fileName`.
+   *
+   * @throws MigrationGenerationError when TypeORM wrote the throwaway schema's name where it cannot be removed.
+   * @example
+   * ```ts
+   * const migration = await tenants.generateMigration('AddInvoiceStatus');
+   * if (migration) await writeFile(`src/migrations/tenant/${migration.fileName}`, migration.source);
+   * ```
+   */
+  async generateMigration(name: string, options: GenerateMigrationOptions = {}): Promise<GeneratedMigration | undefined> {
+    this.#assertReady('generateMigration()');
+    const timestamp = options.timestamp ?? Date.now();
+    migrationFile(name, timestamp, [], [], options); // checks the name and timestamp before any SQL
+    let changes: SchemaChanges;
+    if (options.shared === true) {
+      changes = await sharedSchemaChanges(this.#shared!);
+    } else {
+      const throwaway = `${LIBRARY_SCHEMA_PREFIX}gen_${randomBytes(6).toString('hex')}`;
+      const dataSource = await this.#buildTenantDataSource(throwaway);
+      try {
+        changes = await tenantSchemaChanges(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway), this.#partition!.sharedEntities);
+      } finally {
+        await dataSource.destroy();
+      }
+    }
+    if (changes.up.length === 0) return undefined;
+    return { ...migrationFile(name, timestamp, changes.up, changes.down, options), up: changes.up, down: changes.down };
+  }
+
+  /**
    * Brings the warm pool's spare schemas up to date and tops it up to its
    * size; resolves when done. Runs in the background after each claim and at
    * `initialize()`; call it to wait for a full pool.
@@ -645,7 +699,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       migrations: [...options.sharedMigrations],
       driver: this.#facade,
       // TypeORM's query result cache: the shared DataSource makes the one store; tenants reach it under their own prefixes.
-      cache: this.#queryCache?.sharedOption() ?? false,
+      cache: this.#queryCache?.sharedOption(() => sharedCachePrefix(this.#driverFacts?.database ?? '', options.sharedSchema)) ?? false,
       // The manager installs extensions itself, for the entities of both kinds, into the extensions schema.
       installExtensions: false,
     });
@@ -682,12 +736,20 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
     const extensions = options.connection.installExtensions === false ? [] : await this.#requiredExtensions();
     const warnings = await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
-      const installed = await installExtensions(runner, { schema: options.extensionsSchema, sharedSchema: options.sharedSchema, names: extensions });
-      const pathWarning = await checkDefaultSearchPath(runner, { schema: options.extensionsSchema, names: extensions });
       await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
       await this.#registry.ensureTable(runner);
       await this.#ledger.ensureTable(runner);
       await this.#warmPool?.ensureTable(runner);
+      // A tenant made before these names were reserved (an upgrade, or another config) would be searched by every tenant's raw SQL.
+      const taken = await this.#registry.holdingSchemas(runner, this.#librarySchemas);
+      if (taken.length > 0) {
+        throw new TenancyConfigurationError(
+          `Tenant ${taken.map((t) => `"${t.slug}" (schema "${t.schemaName}")`).join(', ')} holds a schema that every tenant's raw SQL searches ` +
+            '(extensionsSchema or querySearchPath): its tables would be reachable from every tenant. Choose another extensionsSchema or querySearchPath entry.',
+        );
+      }
+      const installed = await installExtensions(runner, { schema: options.extensionsSchema, sharedSchema: options.sharedSchema, names: extensions });
+      const pathWarning = await checkDefaultSearchPath(runner, { schema: options.extensionsSchema, schemas: installed.schemas });
       await applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration());
       return pathWarning === undefined ? installed.warnings : [...installed.warnings, pathWarning];
     });
@@ -848,7 +910,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       role,
       sessionUser: this.#reserved.connectingRole,
       fence,
-      queryCache: this.#queryCache?.tenantOption(tenantCachePrefix(record.schemaName, record.createdAt)),
+      queryCache: this.#queryCache?.tenantOption(tenantCachePrefix(this.#driverFacts!.database ?? '', record.schemaName, record.createdAt)),
     });
     let fences = this.#fences.get(record.schemaName);
     if (fences === undefined) this.#fences.set(record.schemaName, (fences = new Set()));

@@ -2,9 +2,16 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import { TenancyError, TenantMigrationError, TenantNotFoundError, sqlStateOf } from '../errors';
 import type { TenantRegistry, SqlRunner } from '../registry/tenant-registry';
 import type { SearchPaths } from '../naming/search-paths';
-import type { TenantRecord, TenantStatus } from '../registry/tenant-record';
-import { runFleet, type FleetReport, type FleetRunOptions, type FleetTenantError, type FleetTenantResult } from './fleet-run';
-import type { MigrationLedger } from './migration-ledger';
+import { TENANT_STATUSES, type TenantRecord, type TenantStatus } from '../registry/tenant-record';
+import {
+  FLEET_ERROR_DATABASE_FIELDS,
+  runFleet,
+  type FleetReport,
+  type FleetRunOptions,
+  type FleetTenantError,
+  type FleetTenantResult,
+} from './fleet-run';
+import type { LedgerScopeTenant, MigrationLedger } from './migration-ledger';
 import { MigrationFailure, applyPendingMigrations, undoLastMigration } from './schema-migrator';
 
 /** Options of `migrateTenants()` and `revertTenants()`. */
@@ -43,9 +50,14 @@ export interface SchemaAccess {
 // schema; archived ones are brought up to date by restoreTenant().
 const MIGRATABLE: readonly TenantStatus[] = ['active', 'suspended'];
 
+/** How a tenant's line names what was not done to it. */
+const VERB = { migrated: 'migrated', reverted: 'reverted', 'up-to-date': 'reconciled' } as const;
+
 /**
- * Migrations over the whole fleet of tenants: which tenants have something
- * pending comes from the ledger in one query; each tenant is migrated in its
+ * Migrations over the whole fleet of tenants: which tenants are in scope,
+ * and which of them have something pending, comes from the ledger in one
+ * query, and every tenant in scope gets a line in the report (`up-to-date`
+ * ones included, straight from that query); each tenant is migrated in its
  * own transaction under its schema's advisory lock, so two processes
  * migrating the same fleet never run one tenant twice and never deadlock; a
  * failing tenant is rolled back and reported, and the run goes on.
@@ -57,28 +69,42 @@ export class FleetMigrator {
     this.#access = access;
   }
 
+  /**
+   * Applies pending migrations; every tenant in scope gets a line. Those the
+   * ledger shows complete are reported `up-to-date` from the one scope query,
+   * with no DataSource opened, so a no-op run over a big fleet costs that
+   * query and nothing per tenant.
+   */
   async migrateTenants(options: FleetMigrationOptions = {}): Promise<FleetReport> {
-    const access = this.#access;
-    const named = options.tenants === undefined ? undefined : await this.#namedTenants(options.tenants);
-    const pending = await access.ledger.pendingTenants(
-      access.sharedDataSource,
-      access.tenantMigrationNames,
-      MIGRATABLE,
-      named?.map((t) => t.slug),
+    const started = performance.now();
+    const scope = await this.#scope(options.tenants, MIGRATABLE);
+    const settled = new Map<string, FleetTenantResult>();
+    for (const tenant of scope) {
+      if (!MIGRATABLE.includes(tenant.status)) settled.set(tenant.slug, notServedLine(tenant, 'migrated'));
+      else if (!tenant.pending) settled.set(tenant.slug, { slug: tenant.slug, status: 'up-to-date', applied: [], ms: 0 });
+    }
+    const schemaOf = new Map(scope.map((t) => [t.slug, t.schemaName]));
+    return runFleet(
+      { slugs: scope.map((t) => t.slug), settled, started },
+      (slug) => this.#migrateOne(slug, schemaOf.get(slug)!),
+      this.#runOptions(options),
     );
-    const schemaOf = new Map(pending.map((t) => [t.slug, t.schemaName]));
-    const notServed = (named ?? []).filter((t) => !MIGRATABLE.includes(t.status));
-    const report = await runFleet(pending.map((t) => t.slug), (slug) => this.#migrateOne(slug, schemaOf.get(slug)!), this.#runOptions(options));
-    return withSkipped(report, notServed);
   }
 
+  /**
+   * Undoes the last migration of every tenant in scope; each gets a line
+   * (`reverted`, or `up-to-date` when it had nothing to undo).
+   */
   async revertTenants(options: FleetMigrationOptions = {}): Promise<FleetReport> {
-    const access = this.#access;
-    const tenants = options.tenants === undefined ? await access.registry.list(access.sharedDataSource) : await this.#namedTenants(options.tenants);
-    const eligible = tenants.filter((t) => MIGRATABLE.includes(t.status));
-    const schemaOf = new Map(eligible.map((t) => [t.slug, t.schemaName]));
-    const report = await runFleet(eligible.map((t) => t.slug), (slug) => this.#revertOne(slug, schemaOf.get(slug)!), this.#runOptions(options));
-    return withSkipped(report, options.tenants === undefined ? [] : tenants.filter((t) => !MIGRATABLE.includes(t.status)));
+    const started = performance.now();
+    const scope = await this.#scope(options.tenants, MIGRATABLE);
+    const settled = new Map(scope.filter((t) => !MIGRATABLE.includes(t.status)).map((t) => [t.slug, notServedLine(t, 'reverted')]));
+    const schemaOf = new Map(scope.map((t) => [t.slug, t.schemaName]));
+    return runFleet(
+      { slugs: scope.map((t) => t.slug), settled, started },
+      (slug) => this.#revertOne(slug, schemaOf.get(slug)!),
+      this.#runOptions(options),
+    );
   }
 
   /**
@@ -104,13 +130,19 @@ export class FleetMigrator {
     });
   }
 
-  /** Rebuilds every tenant's ledger rows from its own migrations table. */
+  /**
+   * Rebuilds every tenant's ledger rows from its own migrations table. Every
+   * tenant of the registry gets a line; those not served (archived,
+   * provisioning, dropping) are reported `skipped` without opening their schema.
+   */
   async reconcile(options: FleetRunOptions = {}): Promise<FleetReport> {
     const access = this.#access;
-    const tenants = await access.registry.list(access.sharedDataSource);
-    const schemaOf = new Map(tenants.map((t) => [t.slug, t.schemaName]));
+    const started = performance.now();
+    const scope = await this.#scope(undefined, TENANT_STATUSES);
+    const settled = new Map(scope.filter((t) => !MIGRATABLE.includes(t.status)).map((t) => [t.slug, notServedLine(t, 'reconciled')]));
+    const schemaOf = new Map(scope.map((t) => [t.slug, t.schemaName]));
     return runFleet(
-      tenants.map((t) => t.slug),
+      { slugs: scope.map((t) => t.slug), settled, started },
       (slug) =>
         this.#inTenantSchema(slug, schemaOf.get(slug)!, 'up-to-date', async (_dataSource, runner) => {
           await access.ledger.syncTenant(runner, slug, schemaOf.get(slug)!);
@@ -172,7 +204,7 @@ export class FleetMigrator {
         await access.ledger.syncTenant(runner, slug, schemaName);
         return { applied };
       });
-      if ('skipped' in outcome) return line('skipped', [], { message: `Not migrated: the tenant is ${outcome.skipped}.` });
+      if ('skipped' in outcome) return line('skipped', [], { message: `Not ${VERB[changedStatus]}: the tenant is ${outcome.skipped}.` });
       return line(outcome.applied.length > 0 ? changedStatus : 'up-to-date', outcome.applied);
     } catch (error) {
       if (throwOnFailure) {
@@ -187,14 +219,20 @@ export class FleetMigrator {
     }
   }
 
-  async #namedTenants(slugs: readonly string[]): Promise<TenantRecord[]> {
+  /**
+   * The tenants of a run, from one ledger query: the named ones (every one
+   * must exist, whatever its status; nothing runs otherwise), or all those
+   * with one of `statuses`.
+   */
+  async #scope(slugs: readonly string[] | undefined, statuses: readonly TenantStatus[]): Promise<LedgerScopeTenant[]> {
     const access = this.#access;
-    const found = new Map((await access.registry.findMany(access.sharedDataSource, slugs)).map((t) => [t.slug, t]));
-    return [...new Set(slugs)].map((slug) => {
-      const tenant = found.get(slug);
-      if (tenant === undefined) throw new TenantNotFoundError(slug);
-      return tenant;
-    });
+    const named = slugs === undefined ? undefined : [...new Set(slugs)];
+    const scope = await access.ledger.scope(access.sharedDataSource, access.tenantMigrationNames, statuses, named);
+    if (named !== undefined && scope.length !== named.length) {
+      const found = new Set(scope.map((t) => t.slug));
+      throw new TenantNotFoundError(named.find((slug) => !found.has(slug))!);
+    }
+    return scope;
   }
 
   #runOptions(options: FleetRunOptions): FleetRunOptions & { readonly concurrency: number } {
@@ -203,31 +241,46 @@ export class FleetMigrator {
   }
 }
 
-/** The JSON-friendly error of a failed tenant. */
+/**
+ * The JSON-friendly error of a failed tenant: the migration at fault, the
+ * message, the SQLSTATE (or the library's code), and PostgreSQL's detail,
+ * hint, schema, table, column and constraint where the database sent them.
+ */
 export function fleetErrorOf(error: unknown): FleetTenantError {
-  if (error instanceof MigrationFailure) {
-    const cause = error.cause;
-    const code = sqlStateOf(cause);
-    return {
-      ...(error.migration === undefined ? {} : { migration: error.migration }),
-      message: cause instanceof Error ? cause.message : String(cause),
-      ...(code === undefined ? {} : { code }),
-    };
-  }
-  if (error instanceof TenancyError) return { message: error.message, code: error.code };
-  const code = sqlStateOf(error);
-  return { message: error instanceof Error ? error.message : String(error), ...(code === undefined ? {} : { code }) };
+  const failure = error instanceof MigrationFailure ? error.cause : error;
+  const migration = error instanceof MigrationFailure && error.migration !== undefined ? { migration: error.migration } : {};
+  const code = failure instanceof TenancyError ? failure.code : sqlStateOf(failure);
+  return {
+    ...migration,
+    message: failure instanceof Error ? failure.message : String(failure),
+    ...(code === undefined ? {} : { code }),
+    ...databaseFieldsOf(failure),
+  };
 }
 
-function withSkipped(report: FleetReport, notServed: readonly TenantRecord[]): FleetReport {
-  if (notServed.length === 0) return report;
-  const skipped = notServed.map<FleetTenantResult>((t) => ({
-    slug: t.slug,
-    status: 'skipped',
-    applied: [],
-    error: { message: `Not migrated: the tenant is ${t.status}.` },
-    ms: 0,
-  }));
-  const results = [...report.results, ...skipped].sort((a, b) => (a.slug < b.slug ? -1 : a.slug > b.slug ? 1 : 0));
-  return { results, totals: { ...report.totals, tenants: report.totals.tenants + skipped.length, skipped: report.totals.skipped + skipped.length } };
+/**
+ * PostgreSQL's error fields from the first error in the `cause` chain that
+ * has a SQLSTATE: pg's DatabaseError, or TypeORM's QueryFailedError, which
+ * copies them.
+ */
+function databaseFieldsOf(error: unknown): Partial<Pick<FleetTenantError, (typeof FLEET_ERROR_DATABASE_FIELDS)[number]>> {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth += 1) {
+    if (sqlStateOf(current) !== undefined) {
+      const source = current as Record<string, unknown>;
+      const fields: Record<string, string> = {};
+      for (const field of FLEET_ERROR_DATABASE_FIELDS) {
+        const value = source[field];
+        if (typeof value === 'string' && value !== '') fields[field] = value;
+      }
+      return fields;
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return {};
+}
+
+/** The line of a tenant in scope that is not served, so not processed. */
+function notServedLine(tenant: LedgerScopeTenant, verb: (typeof VERB)[keyof typeof VERB]): FleetTenantResult {
+  return { slug: tenant.slug, status: 'skipped', applied: [], error: { message: `Not ${verb}: the tenant is ${tenant.status}.` }, ms: 0 };
 }

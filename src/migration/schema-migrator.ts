@@ -109,6 +109,12 @@ async function prepareExecutor(
  * them after.
  */
 async function withMigrationTracking<T>(dataSource: DataSource, direction: 'up' | 'down', work: () => Promise<T>): Promise<T> {
+  // TypeORM reads the migrations table with a QueryBuilder: with the query
+  // result cache's alwaysEnabled it would answer from an entry stored before
+  // these migrations ran (and run them twice). Migrations never use it.
+  const resultCache = dataSource.queryResultCache;
+  const writable = dataSource as { queryResultCache?: typeof resultCache };
+  writable.queryResultCache = undefined;
   let current: string | undefined;
   const restore: Array<() => void> = [];
   for (const migration of dataSource.migrations) {
@@ -129,5 +135,6 @@ async function withMigrationTracking<T>(dataSource: DataSource, direction: 'up' 
     throw new MigrationFailure(current, error);
   } finally {
     for (const undo of restore) undo();
+    writable.queryResultCache = resultCache;
   }
 }

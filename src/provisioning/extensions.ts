@@ -24,9 +24,11 @@ export async function requiredExtensions(dataSource: DataSource): Promise<string
   return [...new Set(names.filter((name): name is string => typeof name === 'string'))];
 }
 
-/** What `installExtensions` reports back: what it did, and what the caller should warn about. */
+/** What `installExtensions` reports back: what it did, where each extension is, and what the caller should warn about. */
 export interface ExtensionsOutcome {
   readonly installed: readonly string[];
+  /** The schema of each needed extension, after installation. */
+  readonly schemas: ReadonlyMap<string, string>;
   readonly warnings: readonly string[];
 }
 
@@ -41,7 +43,12 @@ export interface ExtensionsOutcome {
  *
  * The schema is made with Citus's schema-based sharding off, so that on a
  * Citus cluster it is not distributed as if it were a tenant (elsewhere the
- * setting is an inert placeholder, local to the transaction).
+ * setting is an inert placeholder, local to the transaction), and its use
+ * is granted to PUBLIC, so tenant roles (`isolation: 'role'`), those of
+ * tenants made before it existed included, resolve what it holds. It may
+ * hold nothing but extensions: every tenant's raw SQL searches it, so a table
+ * of its own there would be reachable from every tenant
+ * (`TenancyConfigurationError`).
  */
 export async function installExtensions(
   sql: SqlRunner,
@@ -50,9 +57,24 @@ export async function installExtensions(
   const schema = quoteIdent(options.schema);
   await sql.query(`SELECT set_config('citus.enable_schema_based_sharding', 'off', true)`);
   await sql.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+  await sql.query(`GRANT USAGE ON SCHEMA ${schema} TO PUBLIC`);
+  const own = (await sql.query(
+    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY 1 LIMIT 5`,
+    [options.schema],
+  )) as Array<{ name: string }>;
+  if (own.length > 0) {
+    throw new TenancyConfigurationError(
+      `The extensions schema "${options.schema}" holds relations that belong to no extension (${own.map((row) => row.name).join(', ')}): ` +
+        'every tenant\'s raw SQL searches that schema, so every tenant could read them. Give extensionsSchema a schema of its own.',
+    );
+  }
   const warnings: string[] = [];
   const installed: string[] = [];
-  if (options.names.length === 0) return { installed, warnings };
+  const schemas = new Map<string, string>();
+  if (options.names.length === 0) return { installed, schemas, warnings };
 
   const present = (await sql.query(
     `SELECT e.extname AS name, n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = ANY($1::text[])`,
@@ -61,6 +83,7 @@ export async function installExtensions(
   const where = new Map(present.map((row) => [row.name, row.schema]));
   for (const name of options.names) {
     const at = where.get(name);
+    schemas.set(name, at ?? options.schema);
     if (at === options.schema) continue;
     if (at !== undefined) {
       warnings.push(
@@ -82,39 +105,45 @@ export async function installExtensions(
       );
     }
   }
-  return { installed, warnings };
+  return { installed, schemas, warnings };
 }
 
 /**
  * Generated SQL (find, save, QueryBuilder over entities) sends no search
  * path of its own: its tables are qualified, but operators and functions
  * resolve through the connection's default search_path. Checks that this
- * path reaches the extensions schema. When it does not: with citext, whose
- * values cast silently to text, `find({ where: { email } })` would compare
- * case-sensitively, so that is a `TenancyConfigurationError`; with other
- * extensions (whose operators fail loudly when unresolved) a warning,
- * returned to the caller.
+ * path reaches the schema of each extension. When citext's is not on it,
+ * `find({ where: { email } })` would compare case-sensitively (citext casts
+ * silently to text): a `TenancyConfigurationError`. When the extensions
+ * schema is not (other extensions' operators fail loudly when unresolved):
+ * a warning, returned to the caller.
  */
 export async function checkDefaultSearchPath(
   sql: SqlRunner,
-  options: { readonly schema: string; readonly names: readonly string[] },
+  options: { readonly schema: string; readonly schemas: ReadonlyMap<string, string> },
 ): Promise<string | undefined> {
-  if (options.names.length === 0) return undefined;
+  if (options.schemas.size === 0) return undefined;
+  const citext = options.schemas.get('citext');
   const [row] = (await sql.query(
-    `SELECT $1::name = ANY(current_schemas(false)) AS searched, current_user AS role, current_database() AS database`,
-    [options.schema],
-  )) as Array<{ searched: boolean; role: string; database: string }>;
-  if (row.searched) return undefined;
+    `SELECT $1::name = ANY(current_schemas(false)) AS searched, $2::name = ANY(current_schemas(false)) AS citext,
+            current_user AS role, current_database() AS database`,
+    [options.schema, citext ?? options.schema],
+  )) as Array<{ searched: boolean; citext: boolean; role: string; database: string }>;
   const fix = `ALTER ROLE ${quoteIdent(row.role)} IN DATABASE ${quoteIdent(row.database)} SET search_path TO ${quoteIdent(options.schema)};`;
-  if (options.names.includes('citext')) {
+  if (citext !== undefined && !row.citext) {
+    const where = citext === options.schema ? `the extensions schema "${citext}"` : `"${citext}"`;
     throw new TenancyConfigurationError(
-      `The connection's default search_path does not include the extensions schema "${options.schema}", where citext lives. ` +
+      `The connection's default search_path does not include ${where}, where citext lives. ` +
         'Generated SQL resolves operators through that path, so find() would compare citext columns with text\'s case-sensitive "=". ' +
-        `Set the role's default once (then reconnect): ${fix}`,
+        (citext === options.schema
+          ? `Set the role's default once (then reconnect): ${fix}`
+          : `Move citext to the extensions schema (ALTER EXTENSION citext SET SCHEMA ${quoteIdent(options.schema)}) and set the role's default once: ${fix}`),
     );
   }
+  if (row.searched) return undefined;
+  const names = [...options.schemas.keys()];
   return (
-    `The connection's default search_path does not include the extensions schema "${options.schema}" (extensions: ${options.names.join(', ')}). ` +
+    `The connection's default search_path does not include the extensions schema "${options.schema}" (extensions: ${names.join(', ')}). ` +
     `Generated SQL resolves operators and functions through it, so those of the extensions are not found there. Set it for the role once: ${fix}`
   );
 }

@@ -55,8 +55,8 @@ export class TenantRegistry {
   /** Milliseconds since the schema name was last freed by a drop, when that is less than `withinMs` ago. */
   async droppedWithin(sql: SqlRunner, schemaName: string, withinMs: number): Promise<number | undefined> {
     const rows: Array<{ ago: number }> = await sql.query(
-      `SELECT (extract(epoch FROM now() - dropped_at) * 1000)::float8 AS ago FROM ${this.#dropped}
-        WHERE schema_name = $1 AND dropped_at > now() - $2::float8 * interval '1 millisecond'`,
+      `SELECT (extract(epoch FROM clock_timestamp() - dropped_at) * 1000)::float8 AS ago FROM ${this.#dropped}
+        WHERE schema_name = $1 AND dropped_at > clock_timestamp() - $2::float8 * interval '1 millisecond'`,
       [schemaName, withinMs],
     );
     return rows.length === 0 ? undefined : Math.max(0, rows[0]!.ago);
@@ -74,6 +74,12 @@ export class TenantRegistry {
       [slug, schemaName],
     );
     return rows.length === 0 ? undefined : toRecord(rows[0]!);
+  }
+
+  /** The tenants whose schema is one of `schemaNames`. */
+  async holdingSchemas(sql: SqlRunner, schemaNames: readonly string[]): Promise<TenantRecord[]> {
+    const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} WHERE schema_name = ANY($1::text[]) ORDER BY slug`, [schemaNames]);
+    return rows.map(toRecord);
   }
 
   /** The records of `slugs` that exist, ordered by slug. */
@@ -105,12 +111,19 @@ export class TenantRegistry {
     return toRecord(rows[0]!);
   }
 
-  /** Deletes a dropped tenant's row and notes when its schema name was freed (older notes are pruned). */
+  /**
+   * Deletes a dropped tenant's row and notes when its schema name was freed
+   * (older notes are pruned). The time is the clock's, not the
+   * transaction's start: the drop's transaction may have waited on locks
+   * (up to lockTimeoutMs), and the delay counts from when the name is freed.
+   * Run it last before the commit.
+   */
   async deleteDropped(sql: SqlRunner, slug: string, schemaName: string): Promise<void> {
     await sql.query(`DELETE FROM ${this.#table} WHERE slug = $1`, [slug]);
-    await sql.query(`DELETE FROM ${this.#dropped} WHERE dropped_at < now() - interval '1 day'`);
+    await sql.query(`DELETE FROM ${this.#dropped} WHERE dropped_at < clock_timestamp() - interval '1 day'`);
     await sql.query(
-      `INSERT INTO ${this.#dropped} (schema_name, slug) VALUES ($1, $2) ON CONFLICT (schema_name) DO UPDATE SET slug = EXCLUDED.slug, dropped_at = now()`,
+      `INSERT INTO ${this.#dropped} (schema_name, slug, dropped_at) VALUES ($1, $2, clock_timestamp())
+       ON CONFLICT (schema_name) DO UPDATE SET slug = EXCLUDED.slug, dropped_at = EXCLUDED.dropped_at`,
       [schemaName, slug],
     );
   }

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { FleetReport, TenantMigrationStatus } from '../../src';
 import { adminQuery, createTenants, openManager, schemaExists, tablesOf, uniqueSlug } from '../support/fixtures';
-import { PHONE_MIGRATION, appliedIn, hasColumn, runCli, runCliJson, schemaOf, uniqueRegistry, type CliEnv } from './cli-support';
+import { PHONE_MIGRATION, UNIQUE_MIGRATION, appliedIn, hasColumn, runCli, runCliJson, schemaOf, uniqueRegistry, type CliEnv } from './cli-support';
 
 /** A registry record as the CLI prints it in JSON. */
 interface RecordJson {
@@ -82,13 +82,40 @@ describe('CLI: typeorm-tenants as a real process against PostgreSQL', () => {
 
     await adminQuery(`UPDATE "${schemaOf(broken)}".client SET email = lower(email)`);
     const rerun = await runCliJson<FleetReport>(['migrate'], env);
-    expect(rerun.results.map((r) => [r.slug, r.status])).to.deep.equal([[broken, 'migrated']]);
-    expect(rerun.totals).to.include({ tenants: 1, migrated: 1, failed: 0 });
+    expect(rerun.results.map((r) => [r.slug, r.status]), 'every tenant has its line; only the fixed one is retried').to.deep.equal(
+      slugs.map((slug) => [slug, slug === broken ? 'migrated' : 'up-to-date']),
+    );
+    expect(rerun.totals).to.include({ tenants: 4, migrated: 1, upToDate: 3, failed: 0, skipped: 0 });
     expect(await appliedIn(broken)).to.include(PHONE_MIGRATION);
 
     const noop = await runCliJson<FleetReport>(['migrate'], env);
-    expect(noop.results).to.deep.equal([]);
-    expect(noop.totals.tenants).to.equal(0);
+    expect(noop.results.map((r) => [r.slug, r.status, r.applied])).to.deep.equal(slugs.map((slug) => [slug, 'up-to-date', []]));
+    expect(noop.totals).to.include({ tenants: 4, upToDate: 4, migrated: 0, failed: 0, skipped: 0 });
+  });
+
+  it('migrate --json: a failed tenant\'s error carries PostgreSQL\'s detail, schema, table and constraint (a real 23505)', async function () {
+    this.timeout(120_000);
+    const { env: base, slugs } = await fleet(2, 'cli-dup');
+    const env: CliEnv = { ...base, extra: 'unique' };
+    const [duplicated, clean] = slugs as [string, string];
+    await adminQuery(`INSERT INTO "${schemaOf(duplicated)}".client (name, email) VALUES ('DUP-1', 'a@x.test'), ('DUP-1', 'b@x.test')`);
+
+    const result = await runCli(['migrate', '--json'], env);
+    expect(result.code, result.stderr).to.equal(1);
+    const report = JSON.parse(result.stdout) as FleetReport;
+    expect(report.results.map((r) => [r.slug, r.status])).to.deep.equal([
+      [duplicated, 'failed'],
+      [clean, 'migrated'],
+    ]);
+    expect(report.results[0]!.error).to.deep.equal({
+      migration: UNIQUE_MIGRATION,
+      message: 'could not create unique index "client_name_key"',
+      code: '23505',
+      detail: 'Key (name)=(DUP-1) is duplicated.',
+      schema: schemaOf(duplicated),
+      table: 'client',
+      constraint: 'client_name_key',
+    });
   });
 
   it('status lists applied and pending migrations per tenant; migrate --tenant migrates only the canary', async function () {

@@ -6,9 +6,9 @@ import { expect } from 'chai';
 import { TenantNotFoundError, type FleetReport } from '../../src';
 import { loadConfig } from '../../src/cli/load-config';
 import { Output } from '../../src/cli/output';
-import { formatErrorLine, renderFleetReport, renderMigrationStatus } from '../../src/cli/text-format';
-import { createTenants, openManager } from '../support/fixtures';
-import { CLI_CONFIG, CLI_MAIN, SLOW_MIGRATION, cliEnvironment, finished, uniqueRegistry } from './cli-support';
+import { formatErrorLine, formatFleetError, renderFleetReport, renderMigrationStatus } from '../../src/cli/text-format';
+import { adminQuery, createTenants, openManager } from '../support/fixtures';
+import { CLI_CONFIG, CLI_MAIN, SLOW_MIGRATION, UNIQUE_MIGRATION, cliEnvironment, finished, schemaOf, uniqueRegistry, type CliEnv } from './cli-support';
 
 const report: FleetReport = {
   results: [
@@ -36,11 +36,41 @@ describe('CLI: text output, errors and config loading', () => {
     expect(lines.at(-1)).to.equal('3 tenants: 1 migrated, 1 up to date, 1 failed, 0 skipped in 1.5 s (1 up to date not listed; --verbose lists them)');
     expect(renderFleetReport(report, 'migrate', true)).to.match(/^initech\s+up-to-date/m);
     expect(renderFleetReport({ results: [], totals: { ...report.totals, tenants: 0, migrated: 0, upToDate: 0, failed: 0, ms: 4 } }, 'migrate')).to.equal(
-      'No tenant has pending migrations (checked in 4 ms).\n',
+      'No tenants in scope (checked in 4 ms).\n',
     );
     expect(renderFleetReport({ results: [report.results[0]!], totals: { ...report.totals, tenants: 1, upToDate: 0, failed: 0 } }, 'migrate')).to.match(
       /^SLUG\s+STATUS\s+MS\s+MIGRATIONS\n/,
     );
+  });
+
+  it('a no-op report over 10,000 tenants prints one totals line counting every tenant up to date', () => {
+    const results = Array.from({ length: 10_000 }, (_, i) => ({ slug: `t-${i}`, status: 'up-to-date' as const, applied: [], ms: 0 }));
+    const noop: FleetReport = { results, totals: { tenants: 10_000, migrated: 0, reverted: 0, upToDate: 10_000, failed: 0, skipped: 0, ms: 31 } };
+    expect(renderFleetReport(noop, 'migrate')).to.equal(
+      '10000 tenants: 0 migrated, 10000 up to date, 0 failed, 0 skipped in 31 ms (10000 up to date not listed; --verbose lists them)\n',
+    );
+    expect(renderFleetReport(noop, 'revert')).to.match(/^10000 tenants: 0 reverted, 10000 up to date, /);
+    expect(renderFleetReport(noop, 'migrate', true).split('\n')).to.have.length(10_003);
+  });
+
+  it('a failed tenant\'s error prints its database fields, labelled, on the tenant\'s one line', () => {
+    expect(
+      formatFleetError({
+        migration: 'AddNumberKey1',
+        message: 'could not create unique index "invoice_number_key"\nsecond line',
+        code: '23505',
+        detail: 'Key (number)=(DUP-1) is duplicated.',
+        schema: 'acme',
+        table: 'invoice',
+        constraint: 'invoice_number_key',
+      }),
+    ).to.equal(
+      'AddNumberKey1: could not create unique index "invoice_number_key" [23505]; detail: Key (number)=(DUP-1) is duplicated.; schema: acme; table: invoice; constraint: invoice_number_key',
+    );
+    expect(formatFleetError({ message: 'cannot drop table client', code: '2BP01', detail: 'a\nb', hint: 'Use DROP ... CASCADE.' })).to.equal(
+      'cannot drop table client [2BP01]; detail: a b; hint: Use DROP ... CASCADE.',
+    );
+    expect(formatFleetError({ message: 'column "x" contains null values', code: '23502', column: 'x' })).to.equal('column "x" contains null values [23502]; column: x');
   });
 
   it('renders migration status with pending names, and says when all are up to date', () => {
@@ -128,4 +158,45 @@ describe('CLI: text output, errors and config loading', () => {
     expect(screen.indexOf('3/3')).to.be.lessThan(screen.indexOf('3 tenants:'));
     expect(() => JSON.parse(result.stdout)).to.throw();
   });
+
+  it('on a terminal, migrate lists the failed tenant with the database\'s detail, and every rerun\'s totals count every tenant ("N up to date")', async function () {
+    this.timeout(120_000);
+    const registry = uniqueRegistry();
+    const manager = await openManager({ registryTable: registry });
+    const slugs = (await createTenants(manager, 3, 'cli-ttyd')).sort();
+    await manager.destroy();
+    const [duplicated] = slugs as [string];
+    await adminQuery(`INSERT INTO "${schemaOf(duplicated)}".client (name, email) VALUES ('DUP-1', 'a@x.test'), ('DUP-1', 'b@x.test')`);
+    const env: CliEnv = { registry, extra: 'unique' };
+
+    const first = await onTerminal(['migrate'], env);
+    expect(first.code, first.screen).to.equal(1);
+    expect(first.screen).to.match(
+      new RegExp(
+        `^${duplicated}\\s+failed\\s+\\d+\\s+-\\s+${UNIQUE_MIGRATION}: could not create unique index "client_name_key" \\[23505\\]; detail: Key \\(name\\)=\\(DUP-1\\) is duplicated\\.; schema: ${schemaOf(duplicated)}; table: client; constraint: client_name_key$`,
+        'm',
+      ),
+    );
+    expect(first.screen).to.match(/^3 tenants: 2 migrated, 0 up to date, 1 failed, 0 skipped in /m);
+
+    await adminQuery(`DELETE FROM "${schemaOf(duplicated)}".client WHERE email = 'b@x.test'`);
+    const second = await onTerminal(['migrate'], env);
+    expect(second.code, second.screen).to.equal(0);
+    expect(second.screen).to.match(new RegExp(`^${duplicated}\\s+migrated\\s+\\d+\\s+${UNIQUE_MIGRATION}$`, 'm'));
+    expect(second.screen).to.match(/^3 tenants: 1 migrated, 2 up to date, 0 failed, 0 skipped in \d+ ms \(2 up to date not listed; --verbose lists them\)$/m);
+
+    const noop = await onTerminal(['migrate'], env);
+    expect(noop.code, noop.screen).to.equal(0);
+    expect(noop.screen.trim()).to.match(/^3 tenants: 0 migrated, 3 up to date, 0 failed, 0 skipped in \d+ ms \(3 up to date not listed; --verbose lists them\)$/);
+    const verbose = await onTerminal(['migrate', '--verbose'], env);
+    for (const slug of slugs) expect(verbose.screen).to.match(new RegExp(`^${slug}\\s+up-to-date\\s+0\\s+-$`, 'm'));
+  });
 });
+
+/** Runs the CLI under script(1), so stdout is a terminal and the output is text; the screen without escape sequences. */
+async function onTerminal(args: readonly string[], env: CliEnv): Promise<{ code: number | null; screen: string }> {
+  const command = [process.execPath, CLI_MAIN, '--config', CLI_CONFIG, ...args].map((arg) => `'${arg}'`).join(' ');
+  const child = spawn('script', ['-qfec', command, '/dev/null'], { env: cliEnvironment(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const result = await finished(child);
+  return { code: result.code, screen: result.stdout.replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/g, '').replace(/\r/g, '') };
+}

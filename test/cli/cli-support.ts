@@ -9,12 +9,15 @@ export const CLI_CONFIG = resolve(__dirname, 'fixtures/tenancy.config.js');
 
 export const SLOW_MIGRATION = 'SlowStep1700000000003';
 export const PHONE_MIGRATION = 'AddClientPhone1700000000003';
+export const UNIQUE_MIGRATION = 'UniqueClientName1700000000003';
 
 export interface CliEnv {
   /** The registry table of the test's own fleet. */
   readonly registry: string;
-  /** TENANCY_EXTRA_MIGRATION of the test config: 'slow' or 'phone'. */
-  readonly extra?: 'slow' | 'phone';
+  /** TENANCY_EXTRA_MIGRATION of the test config: 'slow', 'phone' or 'unique'. */
+  readonly extra?: 'slow' | 'phone' | 'unique';
+  /** TENANCY_OMIT_MIGRATION of the test config: a base tenant migration's class name, left out. */
+  readonly omit?: string;
 }
 
 export interface CliResult {
@@ -33,6 +36,8 @@ export function cliEnvironment(env: CliEnv): NodeJS.ProcessEnv {
   const vars: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl(), TENANCY_REGISTRY_TABLE: env.registry };
   delete vars.TENANCY_EXTRA_MIGRATION;
   if (env.extra !== undefined) vars.TENANCY_EXTRA_MIGRATION = env.extra;
+  delete vars.TENANCY_OMIT_MIGRATION;
+  if (env.omit !== undefined) vars.TENANCY_OMIT_MIGRATION = env.omit;
   return vars;
 }
 

@@ -1,16 +1,12 @@
-import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { Pool } from 'pg';
 import { Column, Entity, PrimaryGeneratedColumn, type MigrationInterface, type QueryRunner } from 'typeorm';
 import {
   InvalidTenantNameError,
   TenancyConfigurationError,
-  TenantDataSourceManager,
   TenantScoped,
   tenantContext,
-  type TenantDataSourceManagerOptions,
 } from '../../src';
-import { databaseUrl } from '../support/fixtures';
+import { setRoleDefault, withFreshDatabase, type FreshDatabase } from '../support/fresh-database';
 
 /**
  * Hole 12: extensions TypeORM installs for columns (uuid-ossp for
@@ -85,57 +81,8 @@ class CreateNoteWithTriggers1791000000002 implements MigrationInterface {
   }
 }
 
-interface FreshDatabase {
-  readonly url: string;
-  query<T = Record<string, unknown>>(sql: string, parameters?: unknown[]): Promise<T[]>;
-  /** A manager on it, destroyed with the database. */
-  manager(overrides?: Partial<TenantDataSourceManagerOptions>): TenantDataSourceManager;
-}
-
-/** Runs `fn` on a new, empty database on the test server, dropped afterwards. */
-async function withFreshDatabase(fn: (db: FreshDatabase) => Promise<void>): Promise<void> {
-  const name = `typeorm_tenants_ext_${randomBytes(4).toString('hex')}`;
-  const server = new Pool({ connectionString: databaseUrl(), max: 1 });
-  await server.query(`CREATE DATABASE "${name}"`);
-  const url = new URL(databaseUrl());
-  url.pathname = `/${name}`;
-  const pool = new Pool({ connectionString: url.toString(), max: 2 });
-  const managers: TenantDataSourceManager[] = [];
-  try {
-    await fn({
-      url: url.toString(),
-      query: async (sql, parameters) => (await pool.query(sql, parameters)).rows,
-      manager: (overrides = {}) => {
-        const manager = new TenantDataSourceManager({
-          dataSource: { type: 'postgres', url: url.toString(), poolSize: 4 },
-          entities: [Badge, Region],
-          tenantMigrations: [CreateBadge1791000000001],
-          sharedMigrations: [CreateRegion1791000000000],
-          ...overrides,
-        });
-        managers.push(manager);
-        return manager;
-      },
-    });
-  } finally {
-    await Promise.all(managers.map((manager) => manager.destroy()));
-    await pool.end();
-    // Closed connections take a moment to leave the server; FORCE would kill one still leaving, and its client would throw.
-    for (let i = 0; i < 100; i += 1) {
-      const { rows } = await server.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
-      if (rows[0].n === 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    await server.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-    await server.end();
-  }
-}
-
-/** The role default the README recommends, so generated SQL finds citext's operators. */
-async function setRoleDefault(db: FreshDatabase, schema = 'extensions'): Promise<void> {
-  const name = new URL(db.url).pathname.slice(1);
-  await db.query(`ALTER ROLE CURRENT_USER IN DATABASE "${name}" SET search_path TO "${schema}"`);
-}
+/** The model most tests here use on their fresh database. */
+const MODEL = { entities: [Badge, Region], tenantMigrations: [CreateBadge1791000000001], sharedMigrations: [CreateRegion1791000000000] };
 
 async function extensionSchemas(db: FreshDatabase): Promise<Record<string, string>> {
   const rows = await db.query<{ name: string; schema: string }>(
@@ -162,7 +109,7 @@ async function warningsDuring(type: string, fn: () => Promise<void>): Promise<st
 
 describe('extensions the entities need (hole 12)', () => {
   it('are installed once, in the extensions schema, on a fresh database; tenants are created and use them', async () => {
-    await withFreshDatabase(async (db) => {
+    await withFreshDatabase(MODEL, async (db) => {
       await setRoleDefault(db);
       const manager = db.manager();
       await manager.initialize();
@@ -202,7 +149,7 @@ describe('extensions the entities need (hole 12)', () => {
   });
 
   it('with the recommended role default, a trigger naming a table unqualified fails closed on generated SQL instead of reaching public; one using TG_TABLE_SCHEMA lands in the tenant', async () => {
-    await withFreshDatabase(async (db) => {
+    await withFreshDatabase(MODEL, async (db) => {
       await setRoleDefault(db);
       await db.query('CREATE TABLE public.note_audit (body varchar NOT NULL, via text NOT NULL)');
       const manager = db.manager({
@@ -243,7 +190,7 @@ describe('extensions the entities need (hole 12)', () => {
   });
 
   it('work for tenant roles under isolation: role', async () => {
-    await withFreshDatabase(async (db) => {
+    await withFreshDatabase(MODEL, async (db) => {
       await setRoleDefault(db);
       const manager = db.manager({ isolation: 'role' });
       await manager.initialize();
@@ -261,7 +208,7 @@ describe('extensions the entities need (hole 12)', () => {
   });
 
   it('refuses to start with citext when the default search_path misses the extensions schema (find() would compare case-sensitively), saying what to run', async () => {
-    await withFreshDatabase(async (db) => {
+    await withFreshDatabase(MODEL, async (db) => {
       const manager = db.manager();
       const error = await manager.initialize().then(
         () => undefined,
@@ -276,7 +223,7 @@ describe('extensions the entities need (hole 12)', () => {
   });
 
   it('warns (without citext) when the default search_path misses the extensions schema, and still serves', async () => {
-    await withFreshDatabase(async (db) => {
+    await withFreshDatabase(MODEL, async (db) => {
       const manager = db.manager({ entities: [Region], tenantMigrations: [] });
       const warnings = await warningsDuring('TenancyConfigurationWarning', () => manager.initialize());
       expect(warnings).to.have.length(1);
@@ -286,7 +233,7 @@ describe('extensions the entities need (hole 12)', () => {
   });
 
   it('leaves an extension already installed elsewhere where it is, and warns how to move it', async () => {
-    await withFreshDatabase(async (db) => {
+    await withFreshDatabase(MODEL, async (db) => {
       await setRoleDefault(db);
       await db.query('CREATE EXTENSION hstore SCHEMA public');
       const manager = db.manager();
@@ -299,7 +246,7 @@ describe('extensions the entities need (hole 12)', () => {
   });
 
   it('an extension that cannot be installed stops initialize() with the statement a superuser should run', async () => {
-    await withFreshDatabase(async (db) => {
+    await withFreshDatabase(MODEL, async (db) => {
       const manager = db.manager({
         dataSource: { type: 'postgres', url: db.url, poolSize: 2, extensions: ['typeorm_tenants_no_such_extension'] },
         entities: [Region],
@@ -315,7 +262,7 @@ describe('extensions the entities need (hole 12)', () => {
   });
 
   it('installExtensions: false installs nothing; the extensions schema is a reserved name and cannot be the shared schema', async () => {
-    await withFreshDatabase(async (db) => {
+    await withFreshDatabase(MODEL, async (db) => {
       await setRoleDefault(db);
       const manager = db.manager({
         dataSource: { type: 'postgres', url: db.url, poolSize: 2, installExtensions: false },

@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import type { QueryRunner } from 'typeorm';
 import type { QueryResultCache } from 'typeorm/cache/QueryResultCache';
 import type { QueryResultCacheOptions } from 'typeorm/cache/QueryResultCacheOptions';
@@ -8,6 +7,7 @@ import { Client, Plan } from '../../entities';
 import { TenancyConfigurationError, tenantContext } from '../../src';
 import { adminQuery, databaseUrl, newManager, openManager } from '../support/fixtures';
 import { emailsIn, schemaOf, tenantWithClient } from '../support/legacy-public-client';
+import { redisCache, withRedis } from '../support/redis';
 
 /**
  * Hole 8: TypeORM's query result cache was one store for every tenant, so
@@ -15,26 +15,6 @@ import { emailsIn, schemaOf, tenantWithClient } from '../support/legacy-public-c
  * The manager now keeps one store and gives each tenant DataSource a view of
  * it under the tenant's schema and incarnation. Tested on the machine's Redis.
  */
-
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const { hostname: redisHost, port: redisPort } = new URL(REDIS_URL);
-
-/** Every test uses a key prefix of its own (ioredis's keyPrefix), so runs and tests never meet in Redis. */
-function redisCache(keyPrefix: string): { type: 'ioredis'; options: Record<string, unknown>; duration: number } {
-  return { type: 'ioredis', options: { host: redisHost, port: Number(redisPort || 6379), keyPrefix }, duration: 60_000 };
-}
-
-async function withRedis(fn: (redis: Redis, keyPrefix: string) => Promise<void>): Promise<void> {
-  const keyPrefix = `tt-test-${randomBytes(4).toString('hex')}:`;
-  const redis = new Redis({ host: redisHost, port: Number(redisPort || 6379) });
-  try {
-    await fn(redis, keyPrefix);
-  } finally {
-    const keys = await redis.keys(`${keyPrefix}*`);
-    if (keys.length > 0) await redis.unlink(keys);
-    redis.disconnect();
-  }
-}
 
 const cachedClients = (): Promise<Client[]> =>
   tenantContext.getRepository(Client).find({ order: { email: 'ASC' }, cache: { id: 'clients', milliseconds: 60_000 } });
@@ -89,7 +69,8 @@ describe('TypeORM query result cache, one store shared by tenants under per-tena
       keys = await keysOf(redis, keyPrefix);
       expect(keys.filter((key) => key.includes(`:tenant:${schemaOf(a)}:`)), 'a is cleared').to.deep.equal([]);
       expect(keys.filter((key) => key.includes(`:tenant:${schemaOf(b)}:`)), 'b is untouched').to.have.length(2);
-      expect(keys.filter((key) => key.includes(':shared:')), 'shared entries are untouched').to.deep.equal(['typeorm-tenants:shared:plans']);
+      const [{ database }] = await adminQuery<{ database: string }>('SELECT current_database() AS database');
+      expect(keys.filter((key) => key.includes(':shared:')), 'shared entries are untouched').to.deep.equal([`typeorm-tenants:${database}:shared:public:plans`]);
       // The shared DataSource's cache works on its own prefix, and the tenants' entries survive its clear().
       expect((await sharedPlans()).map((plan) => plan.code)).to.include(a);
       await manager.sharedDataSource.queryResultCache!.clear();

@@ -8,8 +8,8 @@ import {
   TenantDataSourceManager,
   tenantContext,
 } from '../../src';
-import Redis from 'ioredis';
 import { usePgBouncer } from '../support/pgbouncer-hooks';
+import { deleteRedisKeys, redisCache } from '../support/redis';
 import { adminQuery, databaseUrl, managerOptions, tablesOf, uniqueSlug } from '../support/fixtures';
 import {
   BookStatus,
@@ -136,9 +136,6 @@ describe('TypeORM compatibility through tenant DataSources, behind PgBouncer (tr
   compatibilitySuite(() => bouncer().url);
 });
 
-const { hostname: redisHost, port: redisPortText } = new URL(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-const redisPort = Number(redisPortText || 6379);
-
 /** The suite, over a connection URL taken when it starts (the database, or a PgBouncer in front of it). */
 function compatibilitySuite(url: () => string): void {
 
@@ -168,7 +165,7 @@ function compatibilitySuite(url: () => string): void {
           poolSize: 4,
           subscribers: [CompatEventSubscriber],
           // TypeORM's query result cache on the machine's Redis, under a key prefix of this suite's own.
-          cache: { type: 'ioredis', options: { host: redisHost, port: redisPort, keyPrefix: cachePrefix }, duration: 60_000 },
+          cache: redisCache(cachePrefix),
         },
         entities: compatEntities,
         tenantMigrations: compatTenantMigrations,
@@ -187,10 +184,7 @@ function compatibilitySuite(url: () => string): void {
   after(async function () {
     this.timeout(120_000);
     await manager?.destroy();
-    const redis = new Redis({ host: redisHost, port: redisPort });
-    const keys = await redis.keys(`${cachePrefix}*`);
-    if (keys.length > 0) await redis.unlink(keys);
-    redis.disconnect();
+    await deleteRedisKeys(cachePrefix);
     await dropLegacy();
     // Other suites check that public.migrations holds only the example model's shared migrations.
     await adminQuery("DELETE FROM public.migrations WHERE name LIKE 'Compat%'");

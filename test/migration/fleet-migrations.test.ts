@@ -86,11 +86,13 @@ describe('Fleet migrations: migrateTenants, the ledger, revert', () => {
 
     for (const slug of broken) await adminQuery(`UPDATE "${schemaOf(slug)}".client SET email = lower(email)`);
     const second = await next.migrateTenants();
-    expect(second.results.map((r) => r.slug)).to.deep.equal([...broken].sort());
-    expect(second.totals).to.include({ tenants: 3, migrated: 3, failed: 0 });
+    expect(second.results.map((r) => r.slug), 'every tenant has its line').to.deep.equal(slugs);
+    expect(byStatus(second, 'migrated'), 'only the 3 fixed ones are retried').to.deep.equal([...broken].sort());
+    expect(second.totals).to.include({ tenants: 50, migrated: 3, upToDate: 47, failed: 0, skipped: 0 });
 
     const third = await next.migrateTenants();
-    expect(third.results, 'nothing pending').to.deep.equal([]);
+    expect(third.results.map((r) => [r.slug, r.status]), 'nothing pending: every tenant up to date').to.deep.equal(slugs.map((s) => [s, 'up-to-date']));
+    expect(third.totals).to.include({ tenants: 50, upToDate: 50, migrated: 0, failed: 0 });
     for (const slug of slugs) expect(await appliedIn(slug)).to.have.length(3);
   });
 
@@ -118,7 +120,8 @@ describe('Fleet migrations: migrateTenants, the ledger, revert', () => {
     // Pending now: slugs[1] (still broken) first, then slugs[3..].
     expect(byStatus(serial, 'failed')).to.deep.equal([slugs[1]]);
     expect(byStatus(serial, 'skipped')).to.deep.equal(slugs.slice(3));
-    expect(serial.totals).to.include({ migrated: 0, failed: 1, skipped: 17 });
+    expect(byStatus(serial, 'up-to-date')).to.deep.equal([slugs[0], slugs[2]]);
+    expect(serial.totals).to.include({ tenants: 20, migrated: 0, upToDate: 2, failed: 1, skipped: 17 });
   });
 
   it('createTenant writes the ledger; migrationStatus shows applied and pending per tenant', async () => {
@@ -144,10 +147,18 @@ describe('Fleet migrations: migrateTenants, the ledger, revert', () => {
     expect((await next.migrationStatus()).find((s) => s.slug === slugs[0])?.pending).to.deep.equal([NEW_MIGRATION]);
 
     const again = await next.migrateTenants();
-    expect(again.results.map((r) => r.slug)).to.deep.equal([slugs[0]]);
+    expect(again.results.map((r) => [r.slug, r.status])).to.deep.equal([
+      [slugs[0], 'migrated'],
+      [slugs[1], 'up-to-date'],
+      [slugs[2], 'up-to-date'],
+    ]);
 
-    const fleetRevert = await next.revertTenants({ tenants: [slugs[1]!, slugs[2]!] });
-    expect(fleetRevert.totals).to.include({ reverted: 2, failed: 0 });
+    const fleetRevert = await next.revertTenants({ tenants: [slugs[2]!, slugs[1]!] });
+    expect(fleetRevert.results.map((r) => [r.slug, r.status])).to.deep.equal([
+      [slugs[1], 'reverted'],
+      [slugs[2], 'reverted'],
+    ]);
+    expect(fleetRevert.totals).to.include({ tenants: 2, reverted: 2, failed: 0 });
     expect(await hasPhoneColumn(slugs[1]!)).to.equal(false);
     expect(await hasPhoneColumn(slugs[0]!)).to.equal(true);
 
@@ -178,7 +189,9 @@ describe('Fleet migrations: migrateTenants, the ledger, revert', () => {
 
     // The ledger says pending; the tenant's own table says done: nothing is applied twice.
     const rerun = await next.migrateTenants();
-    expect(rerun.results).to.deep.equal([{ ...rerun.results[0], slug: slugs[1], status: 'up-to-date', applied: [] }]);
+    expect(rerun.results.map((r) => [r.slug, r.status, r.applied])).to.deep.equal(slugs.map((s) => [s, 'up-to-date', []]));
+    expect(rerun.results[1]!.ms, 'the drifted tenant was opened and checked').to.be.greaterThan(0);
+    expect(rerun.results[0]!.ms, 'the others came from the ledger').to.equal(0);
     expect(await appliedIn(slugs[1]!)).to.have.length(3);
 
     await adminQuery(`DELETE FROM public."${registryTable}_migrations"`);
@@ -204,7 +217,18 @@ describe('Fleet migrations: migrateTenants, the ledger, revert', () => {
     await next.migrateTenants();
     const missesBefore = next.stats().misses;
     const noop = await next.migrateTenants();
-    expect(noop.results).to.deep.equal([]);
+    expect(noop.results, 'the served tenants, each up to date; the archived one is out of scope unless named').to.deep.equal([
+      { slug: slugs[0], status: 'up-to-date', applied: [], ms: 0 },
+      { slug: slugs[1], status: 'up-to-date', applied: [], ms: 0 },
+    ]);
     expect(next.stats().misses).to.equal(missesBefore);
+
+    const reconciled = await next.reconcileMigrationLedger();
+    expect(reconciled.results.map((r) => [r.slug, r.status])).to.deep.equal([
+      [slugs[0], 'up-to-date'],
+      [slugs[1], 'up-to-date'],
+      [slugs[2], 'skipped'],
+    ]);
+    expect(reconciled.results[2]?.error?.message).to.equal('Not reconciled: the tenant is archived.');
   });
 });

@@ -1,0 +1,113 @@
+import type { DataSource, QueryRunner } from 'typeorm';
+import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
+import { MigrationGenerationError } from '../errors';
+import { quoteIdent } from '../naming/quote-ident';
+import { TENANT_SCHEMA_PARAMETER, type MigrationStatement } from './migration-source';
+import { applyPendingMigrations } from './schema-migrator';
+
+/** What the schema builder would change: the statements of `up()` and of `down()`, each in the order they run. */
+export interface SchemaChanges {
+  readonly up: readonly MigrationStatement[];
+  readonly down: readonly MigrationStatement[];
+}
+
+/**
+ * The changes that bring a tenant schema at the head of the tenant
+ * migrations to the tenant entities, written so that they run in any tenant:
+ * tenant objects unqualified (they resolve through the migration's search
+ * path, tenant first), shared objects qualified with the shared schema.
+ *
+ * `dataSource` is a library DataSource bound to `throwawaySchema`, a name no
+ * tenant can take. Inside one transaction, rolled back at the end so nothing
+ * is left, the schema is created, every tenant migration applied, and
+ * TypeORM's schema builder diffs the tenant entities against it on that same
+ * runner (its `log()` would otherwise open a runner of its own, outside the
+ * transaction, and see nothing). Shared entities, present on the DataSource
+ * for relations, are not synchronized.
+ */
+export async function tenantSchemaChanges(
+  dataSource: DataSource,
+  throwawaySchema: string,
+  searchPath: readonly string[],
+  sharedEntities: readonly Function[],
+): Promise<SchemaChanges> {
+  const runner = dataSource.createQueryRunner();
+  try {
+    await runner.startTransaction();
+    try {
+      await runner.query(`CREATE SCHEMA ${quoteIdent(throwawaySchema)}`);
+      await applyPendingMigrations(dataSource, runner, searchPath, { freshSchema: true });
+      const shared = new Set(sharedEntities);
+      for (const metadata of dataSource.entityMetadatas) {
+        if (shared.has(metadata.target as Function)) metadata.synchronize = false;
+      }
+      // TypeORM writes `ALTER TYPE ... ADD VALUE` for a new enum value on
+      // PostgreSQL 12+ (the driver's only use of the version once connected).
+      // A value added so cannot be used in the transaction that added it
+      // (55P04), and createTenant runs every migration, and the seed hook, in
+      // one transaction: below 12 it writes the recreate-the-type form.
+      const driver = dataSource.driver as PostgresDriver;
+      const version = driver.version;
+      driver.version = '11.0';
+      let changes: SchemaChanges;
+      try {
+        changes = await logOnRunner(dataSource, runner);
+      } finally {
+        driver.version = version;
+      }
+      return {
+        up: changes.up.map((statement) => schemaAgnostic(statement, throwawaySchema)),
+        down: changes.down.map((statement) => schemaAgnostic(statement, throwawaySchema)),
+      };
+    } finally {
+      if (runner.isTransactionActive) await runner.rollbackTransaction();
+    }
+  } finally {
+    await runner.release();
+  }
+}
+
+/** The changes that bring the shared schema to the shared entities (the shared DataSource qualifies every object with it). */
+export async function sharedSchemaChanges(sharedDataSource: DataSource): Promise<SchemaChanges> {
+  const memory = await sharedDataSource.driver.createSchemaBuilder().log();
+  return {
+    up: memory.upQueries.map((query) => ({ sql: query.query, parameters: query.parameters })),
+    down: [...memory.downQueries].reverse().map((query) => ({ sql: query.query, parameters: query.parameters })),
+  };
+}
+
+/** Runs the schema builder's `log()` on `runner` (inside its open transaction), leaving the runner open. */
+async function logOnRunner(dataSource: DataSource, runner: QueryRunner): Promise<SchemaChanges> {
+  const createQueryRunner = dataSource.createQueryRunner;
+  const release = runner.release;
+  dataSource.createQueryRunner = () => runner;
+  runner.release = async () => undefined;
+  try {
+    const memory = await dataSource.driver.createSchemaBuilder().log();
+    return {
+      up: memory.upQueries.map((query) => ({ sql: query.query, parameters: query.parameters })),
+      // TypeORM lists down queries in the order of the up queries they undo.
+      down: [...memory.downQueries].reverse().map((query) => ({ sql: query.query, parameters: query.parameters })),
+    };
+  } finally {
+    dataSource.createQueryRunner = createQueryRunner;
+    runner.release = release;
+  }
+}
+
+/**
+ * Strips exactly `"<throwaway>".` from the statement and turns a parameter
+ * naming the throwaway schema into the tenant schema at run time; any other
+ * mention of the name means TypeORM wrote it somewhere this cannot rewrite.
+ */
+function schemaAgnostic(statement: MigrationStatement, throwawaySchema: string): MigrationStatement {
+  const sql = statement.sql.split(`${quoteIdent(throwawaySchema)}.`).join('');
+  if (sql.includes(throwawaySchema)) {
+    throw new MigrationGenerationError(
+      `A generated statement names the throwaway schema "${throwawaySchema}" where it cannot be made tenant-neutral: ${sql}. ` +
+        'Write this change by hand in a migration (migration:create).',
+    );
+  }
+  const parameters = statement.parameters?.map((value) => (value === throwawaySchema ? TENANT_SCHEMA_PARAMETER : value));
+  return parameters === undefined ? { sql } : { sql, parameters };
+}
