@@ -2,11 +2,11 @@
 export interface BenchConfig {
   /** `--quick`: a few seconds in all, for CI; writes quick.json / quick.md. */
   readonly quick: boolean;
-  /** Tenants of B100, C, D, E and M100 (100; `--quick`: 10). */
+  /** Tenants of B100, S100, C100, D, E and M100 (100; `--quick`: 10). */
   readonly tenants: number;
   /** Rows pre-filled into every `client` table. */
   readonly rowsPerSchema: number;
-  /** Size of every pool (A, B1, B100, C, D). */
+  /** Size of every pool (all but E's per-tenant pools). */
   readonly poolSize: number;
   /** Pool size of each tenant's own DataSource in E. */
   readonly poolSizePerTenantE: number;
@@ -27,14 +27,21 @@ export interface BenchConfig {
 
 export type Workload = 'find' | 'insert';
 
-export const ALL_CONTENDERS = ['A', 'B1', 'R1', 'B100', 'C', 'D', 'E', 'M1', 'M100'] as const;
+export const ALL_CONTENDERS = ['A', 'B1', 'R1', 'B100', 'S100', 'C1', 'C100', 'D', 'E', 'M1', 'M100'] as const;
+
+/** Old contender names still accepted by --contenders. */
+const CONTENDER_ALIASES: Readonly<Record<string, string>> = { C: 'C100' };
 
 const USAGE = `Usage: node build/bench/run.js [options]
   --quick                 a few seconds in all (10 tenants, small op counts); writes bench/results/quick.{json,md}
-  --tenants=N             tenants for B100, C, D, E, M100 (default 100)
+  --tenants=N             tenants for B100, S100, C100, D, E, M100 (default 100)
   --rounds=N              alternation rounds (default 15)
   --ops=N                 ops per contender per round at concurrency 1 (default 500; higher concurrency: 4/3 as many)
-  --contenders=A,B1,...   run only these (A always runs: it is the baseline)
+  --contenders=A,B1,...   run only these (A always runs: it is the baseline); one of
+                          A B1 R1 B100 S100 C1 C100 D E M1 M100 (C = C100).
+                          S100 (N tenants all on B1's schema) and C1/C100 are the
+                          controls that split B100's gap to B1 into PostgreSQL's
+                          share (N schemas) and the client's (N DataSources)
   --workloads=find,insert run only these workloads
   --concurrency=1,10      concurrency levels
   --out=NAME              result files bench/results/NAME.{json,md} (default latest, or quick)
@@ -67,7 +74,7 @@ export function parseArgs(argv: readonly string[]): BenchConfig {
   const ops1 = int('ops', quick ? 60 : 500);
   // Concurrency above 1 gets more ops per round: it runs more ops per second.
   const opsAt = (c: number): number => (c === 1 ? ops1 : Math.round(ops1 * (quick ? 2 : 4 / 3)));
-  const contenders = list('contenders', ALL_CONTENDERS);
+  const contenders = list('contenders', ALL_CONTENDERS).map((c) => CONTENDER_ALIASES[c] ?? c);
   for (const c of contenders) if (!(ALL_CONTENDERS as readonly string[]).includes(c)) throw new Error(`Unknown contender "${c}".`);
   if (!contenders.includes('A')) contenders.unshift('A');
   const workloads = list('workloads', ['find', 'insert']);

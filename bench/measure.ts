@@ -68,8 +68,13 @@ export interface AlternationSettings {
   readonly opsPerRound: number;
   readonly warmupOps: number;
   readonly concurrency: number;
-  /** Called after every batch (not timed), e.g. to sample connections. */
-  readonly afterBatch?: (name: string) => Promise<void>;
+  /**
+   * Called just before every batch, after the GC (not timed), e.g. to take a
+   * CPU reading; `round` is the round, or -1 for the warm-up batch.
+   */
+  readonly beforeBatch?: (name: string, round: number) => Promise<void>;
+  /** Called after every batch (not timed), e.g. to sample connections; `round` as for `beforeBatch`. */
+  readonly afterBatch?: (name: string, round: number) => Promise<void>;
 }
 
 /**
@@ -92,17 +97,21 @@ export async function alternate(
     return first;
   };
   for (const contender of contenders) {
-    if (settings.warmupOps > 0) await runBatch(contender.op, settings.warmupOps, settings.concurrency, take(contender.name, settings.warmupOps));
-    await settings.afterBatch?.(contender.name);
+    if (settings.warmupOps > 0) {
+      await settings.beforeBatch?.(contender.name, -1);
+      await runBatch(contender.op, settings.warmupOps, settings.concurrency, take(contender.name, settings.warmupOps));
+    }
+    await settings.afterBatch?.(contender.name, -1);
   }
   const rounds = new Map<string, Batch[]>(contenders.map((c) => [c.name, []]));
   for (let r = 0; r < settings.rounds; r++) {
     for (let j = 0; j < contenders.length; j++) {
       const contender = contenders[(r + j) % contenders.length]!;
       collectGarbage();
+      await settings.beforeBatch?.(contender.name, r);
       const batch = await runBatch(contender.op, settings.opsPerRound, settings.concurrency, take(contender.name, settings.opsPerRound));
       rounds.get(contender.name)!.push(batch);
-      await settings.afterBatch?.(contender.name);
+      await settings.afterBatch?.(contender.name, r);
     }
   }
   return contenders.map((c) => ({ name: c.name, rounds: rounds.get(c.name)! }));

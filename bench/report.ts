@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { BenchConfig } from './config';
 import type { Environment } from './environment';
 import { CONTENDER_DESCRIPTIONS, CONTENDER_LABELS } from './routing/contenders';
+import { GAP_CPU_EXPLANATION, GAP_EXPLANATION, gapCpuTable, gapTable, type GapFigures } from './routing/gap';
 import type { Cell, RoutingResults } from './routing/routing-benchmark';
 import { TARGET_CONCURRENCY, figuresOf, type TargetCheck } from './routing/targets';
 
@@ -15,6 +16,8 @@ export interface BenchReport {
   readonly settings: Readonly<Record<string, unknown>>;
   readonly routing: RoutingResults;
   readonly targets: readonly TargetCheck[];
+  /** B100's gap to B1 split into the client's and PostgreSQL's shares (when S100 or C1/C100 ran). */
+  readonly gap: readonly GapFigures[];
   readonly notes: readonly string[];
 }
 
@@ -55,6 +58,15 @@ export function renderText(report: BenchReport): string {
     lines.push(...table(['contender', 'ops/s', 'x A', 'x A median of rounds', 'x A round range', 'p50 us', 'p99 us', 'ops/s spread of rounds'], rows, 2));
     lines.push('');
   }
+  if (report.gap.length > 0) {
+    lines.push(GAP_EXPLANATION);
+    const { header, rows } = gapTable(report.gap);
+    lines.push(...table(header, rows, 2));
+    lines.push(GAP_CPU_EXPLANATION);
+    const cpu = gapCpuTable(report.gap);
+    lines.push(...table(cpu.header, cpu.rows, 2));
+    lines.push('');
+  }
   lines.push('PostgreSQL connections (peak in pg_stat_activity, sampled after every batch)');
   lines.push(
     ...table(
@@ -88,7 +100,7 @@ export function renderMarkdown(report: BenchReport): string {
       `${env.postgres.embedded ? ' (embedded, on the same machine)' : ''}, typeorm ${env.packages.typeorm}, pg ${env.packages.pg}. ` +
       `Workload: \`findOneBy\` by primary key and single-row \`insert\` on the example \`client\` table ` +
       `(${report.settings.rowsPerSchema} rows per schema), pool size ${report.settings.poolSize}, ` +
-      `${report.settings.tenants} tenants for B100/C/D/E/M100; contenders alternate round-robin ` +
+      `${report.settings.tenants} tenants for B100/S100/C100/D/E/M100; contenders alternate round-robin ` +
       `(${report.settings.rounds} rounds after a warm-up). "x A" is throughput relative to plain TypeORM (A), the median of round-by-round ratios; latencies in microseconds. ` +
       (env.machine.cpuWhileMeasuring === undefined
         ? ''
@@ -118,10 +130,22 @@ export function renderMarkdown(report: BenchReport): string {
     out.push(...markdownTable(header, rows));
     out.push('');
   }
-  out.push('Contenders (each with its own pool; B100, C, D, E and M100 route over the same tenants, round-robin per operation):');
+  out.push('Contenders (each with its own pool; B100, C100, D, E and M100 route over the same tenants, round-robin per operation):');
   out.push('');
   for (const name of names) out.push(`- **${name}**: ${CONTENDER_DESCRIPTIONS[name] ?? ''}`);
   out.push('');
+  if (report.gap.length > 0) {
+    out.push(`**Tenant-count gap** ${GAP_EXPLANATION}`);
+    out.push('');
+    const { header, rows } = gapTable(report.gap);
+    out.push(...markdownTable(header, rows, 'lr'));
+    out.push('');
+    out.push(GAP_CPU_EXPLANATION);
+    out.push('');
+    const cpu = gapCpuTable(report.gap);
+    out.push(...markdownTable(cpu.header, cpu.rows, 'lr'));
+    out.push('');
+  }
   out.push('**Targets**');
   out.push('');
   out.push(

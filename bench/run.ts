@@ -11,6 +11,7 @@ import { renderText, writeReport, type BenchReport } from './report';
 import { ConnectionMonitor } from './routing/connections';
 import { openContender, type Contender } from './routing/contenders';
 import { buildRoutingFixture } from './routing/fixture';
+import { gapFigures } from './routing/gap';
 import { runRoutingBenchmark } from './routing/routing-benchmark';
 import { checkTargets } from './routing/targets';
 
@@ -142,6 +143,7 @@ async function measure(config: BenchConfig, cleanups: Array<{ what: string; run:
     },
     routing,
     targets: checkTargets(routing, config.poolSize),
+    gap: gapFigures(routing),
     notes,
   };
   console.log(renderText(report));

@@ -43,6 +43,15 @@ export class ConnectionMonitor {
     return this.#peaks.get(applicationName) ?? 0;
   }
 
+  /** Process ids of the backends serving `applicationName` now. */
+  async backendPids(applicationName: string): Promise<number[]> {
+    const { rows } = await this.#client.query<{ pid: number }>(
+      'SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1',
+      [applicationName],
+    );
+    return rows.map((r) => r.pid);
+  }
+
   /** Server-wide figures: max_connections and connections open now (all databases). */
   async serverConnections(): Promise<{ maxConnections: number; open: number }> {
     const { rows } = await this.#client.query<{ max: number; open: number }>(

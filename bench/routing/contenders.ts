@@ -2,7 +2,8 @@ import { DataSource, type DataSourceOptions, type Repository } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { Client, Plan, Project } from '../../entities';
 import { sharedMigrations, tenantMigrations } from '../../migrations';
-import { TenantDataSourceManager, quoteIdent, schemaNameForSlug, tenantContext } from '../../src';
+import { Client as PgClient } from 'pg';
+import { DEFAULT_SHARED_SCHEMA, TenantDataSourceManager, quoteIdent, schemaNameForSlug, tenantContext } from '../../src';
 import type { Workload } from '../config';
 import type { Operation } from '../measure';
 import { inParallel, type RoutingFixture } from './fixture';
@@ -15,7 +16,13 @@ import { openMikroOrm } from './mikro-orm';
  * - A    plain TypeORM, one DataSource on `public`, no tenancy (baseline);
  * - B1   typeorm-tenants, one tenant;
  * - B100 typeorm-tenants, all tenants round-robin;
- * - C    one DataSource, per op: QueryRunner + `SET search_path` + query + release;
+ * - S100 control: typeorm-tenants, N tenants round-robin whose registry rows
+ *        all name B1's schema: B100's client work (N tenant DataSources built
+ *        by the library, N cache entries, N run states), one set of relations
+ *        on the server (B1's);
+ * - C1   one DataSource, per op: QueryRunner + `SET search_path` + query +
+ *        release, one tenant (control: C100's client work, one schema);
+ * - C100 the same, all tenants round-robin (the contender once called C);
  * - D    one DataSource, per op: `BEGIN; SET LOCAL search_path; query; COMMIT`;
  * - E    one DataSource with its own pool per tenant;
  * - M1   MikroORM 6, `em.fork({ schema })` per op, one tenant;
@@ -54,7 +61,9 @@ export const CONTENDER_LABELS: Readonly<Record<string, string>> = {
   B1: 'typeorm-tenants, 1 tenant',
   R1: "typeorm-tenants, 1 tenant, isolation: 'role'",
   B100: 'typeorm-tenants, N tenants',
-  C: 'SET search_path per op',
+  S100: 'typeorm-tenants, N tenants on one schema (control)',
+  C1: 'SET search_path per op, 1 tenant',
+  C100: 'SET search_path per op, N tenants',
   D: 'BEGIN; SET LOCAL; COMMIT per op',
   E: 'own pool per tenant',
   M1: 'MikroORM em.fork({ schema }), 1 tenant',
@@ -66,7 +75,12 @@ export const CONTENDER_DESCRIPTIONS: Readonly<Record<string, string>> = {
   B1: 'typeorm-tenants, 1 tenant: manager.run(slug, () => tenantContext.getRepository(Client)...)',
   R1: "as B1, with isolation: 'role' (the tenant's PostgreSQL role set at every connection checkout, reset at release)",
   B100: 'typeorm-tenants, N tenants round-robin, one shared pool',
-  C: 'one DataSource; per op: QueryRunner, SET search_path, query, release',
+  S100:
+    "control for B100: N tenants round-robin through the same library code (manager.run, one tenant DataSource each, built by the library), " +
+    "but every tenant's registry row names B1's schema, so PostgreSQL sees one set of relations; the client does B100's work. " +
+    '(The bench keeps these tenants in a registry table of their own, bench_same_schema_tenants, with its UNIQUE (schema_name) constraint dropped.)',
+  C1: 'one DataSource; per op: QueryRunner, SET search_path, query, release; 1 tenant (B1\'s schema)',
+  C100: 'one DataSource; per op: QueryRunner, SET search_path, query, release; N tenants round-robin',
   D: 'one DataSource; per op: BEGIN; SET LOCAL search_path; query; COMMIT',
   E: 'one DataSource with its own pool per tenant',
   M1: 'MikroORM 6.6 (@mikro-orm/postgresql), 1 tenant: per op em.fork({ schema }).findOne(ClientSchema, { id }) / .insert(ClientSchema, {...}); EntitySchema, knex pool',
@@ -91,8 +105,12 @@ export async function openContender(name: string, fixture: RoutingFixture, setti
       return openTenants('R1', fixture, settings, [ROLE_SLUG]);
     case 'B100':
       return openTenants('B100', fixture, settings, fixture.tenantSlugs);
-    case 'C':
-      return openSearchPath(fixture, settings);
+    case 'S100':
+      return openSameSchemaTenants(fixture, settings);
+    case 'C1':
+      return openSearchPath('C1', fixture, settings, [schemaNameForSlug(fixture.soloSlug)]);
+    case 'C100':
+      return openSearchPath('C100', fixture, settings, fixture.tenantSchemas);
     case 'D':
       return openSetLocal(fixture, settings);
     case 'E':
@@ -147,9 +165,23 @@ async function openPlain(fixture: RoutingFixture, settings: ContenderSettings): 
 /** The tenant of R1: its own registry, created with a role, filled like the others. */
 const ROLE_SLUG = 'bench-role';
 
-async function openTenants(name: 'B1' | 'B100' | 'R1', fixture: RoutingFixture, settings: ContenderSettings, slugs: readonly string[]): Promise<Contender> {
+/** The registry table of S100's tenants (each of them names B1's schema). */
+const SAME_SCHEMA_REGISTRY = 'bench_same_schema_tenants';
+
+/** Slug of S100's tenant `index`. */
+export function sameSchemaSlug(index: number): string {
+  return `same-${String(index).padStart(3, '0')}`;
+}
+
+async function openTenants(
+  name: 'B1' | 'B100' | 'R1' | 'S100',
+  fixture: RoutingFixture,
+  settings: ContenderSettings,
+  slugs: readonly string[],
+): Promise<Contender> {
   const applicationName = `bench-${name}`;
   const role = name === 'R1';
+  const sameSchema = name === 'S100';
   const manager = new TenantDataSourceManager({
     dataSource: { type: 'postgres', url: settings.url, poolSize: settings.poolSize, applicationName },
     entities: [Client, Project, Plan],
@@ -157,6 +189,7 @@ async function openTenants(name: 'B1' | 'B100' | 'R1', fixture: RoutingFixture, 
     sharedMigrations,
     pool: { idleTimeoutMillis: settings.idleTimeoutMillis },
     ...(role ? { isolation: 'role' as const, registryTable: 'bench_role_tenants' } : {}),
+    ...(sameSchema ? { registryTable: SAME_SCHEMA_REGISTRY } : {}),
   });
   try {
     await manager.initialize();
@@ -164,6 +197,7 @@ async function openTenants(name: 'B1' | 'B100' | 'R1', fixture: RoutingFixture, 
       await manager.createTenant(ROLE_SLUG);
       await manager.run(ROLE_SLUG, () => tenantContext.getRepository(Client).insert(Array.from({ length: fixture.rowsPerSchema }, row)));
     }
+    if (sameSchema) await registerSameSchemaTenants(settings.url, slugs, schemaNameForSlug(fixture.soloSlug));
   } catch (error) {
     await manager.destroy().catch(() => undefined);
     throw error;
@@ -190,10 +224,46 @@ async function openTenants(name: 'B1' | 'B100' | 'R1', fixture: RoutingFixture, 
   };
 }
 
-async function openSearchPath(fixture: RoutingFixture, settings: ContenderSettings): Promise<Contender> {
-  const dataSource = new DataSource(plainOptions(settings, 'bench-C', settings.poolSize));
+/**
+ * S100: as many tenants as B100 (`fixture.tenantSlugs.length`), run through
+ * the library exactly as B100 is, whose registry rows all name B1's schema.
+ */
+function openSameSchemaTenants(fixture: RoutingFixture, settings: ContenderSettings): Promise<Contender> {
+  const slugs = fixture.tenantSlugs.map((_, k) => sameSchemaSlug(k));
+  return openTenants('S100', fixture, settings, slugs);
+}
+
+/**
+ * Registers `slugs` as active tenants in S100's registry table, every one
+ * with `schemaName`. The library's registry keeps schema_name UNIQUE (one
+ * schema per tenant is its point), so the bench drops that constraint on its
+ * own registry table first; nothing else about the tenants is unusual, and
+ * `manager.run()` builds each one's DataSource as it does for any tenant.
+ */
+async function registerSameSchemaTenants(url: string, slugs: readonly string[], schemaName: string): Promise<void> {
+  const table = `${quoteIdent(DEFAULT_SHARED_SCHEMA)}.${quoteIdent(SAME_SCHEMA_REGISTRY)}`;
+  const admin = new PgClient({ connectionString: url, application_name: 'bench-setup' });
+  await admin.connect();
+  try {
+    const { rows } = await admin.query<{ conname: string }>(
+      `SELECT conname FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'u'`,
+      [table],
+    );
+    for (const { conname } of rows) await admin.query(`ALTER TABLE ${table} DROP CONSTRAINT ${quoteIdent(conname)}`);
+    await admin.query(
+      `INSERT INTO ${table} (slug, schema_name, name, status) SELECT s, $2, s, 'active' FROM unnest($1::text[]) AS s ON CONFLICT (slug) DO NOTHING`,
+      [slugs, schemaName],
+    );
+  } finally {
+    await admin.end();
+  }
+}
+
+async function openSearchPath(name: 'C1' | 'C100', fixture: RoutingFixture, settings: ContenderSettings, schemas: readonly string[]): Promise<Contender> {
+  const applicationName = `bench-${name}`;
+  const dataSource = new DataSource(plainOptions(settings, applicationName, settings.poolSize));
   await dataSource.initialize();
-  const setPath = fixture.tenantSchemas.map((s) => `SET search_path TO ${quoteIdent(s)}`);
+  const setPath = schemas.map((s) => `SET search_path TO ${quoteIdent(s)}`);
   const n = setPath.length;
   const rows = fixture.rowsPerSchema;
   const withTenant = async <T>(i: number, work: (runner: ReturnType<DataSource['createQueryRunner']>) => Promise<T>): Promise<T> => {
@@ -206,9 +276,9 @@ async function openSearchPath(fixture: RoutingFixture, settings: ContenderSettin
     }
   };
   return {
-    name: 'C',
-    description: CONTENDER_DESCRIPTIONS.C!,
-    applicationName: 'bench-C',
+    name,
+    description: CONTENDER_DESCRIPTIONS[name]!,
+    applicationName,
     tenants: n,
     poolSize: settings.poolSize,
     pools: 1,

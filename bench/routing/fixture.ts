@@ -10,8 +10,8 @@ import { TenantDataSourceManager, quoteIdent, schemaNameForSlug } from '../../sr
  * same migrations, with the same rows, in every schema a contender uses:
  *
  * - `public.client`: the baseline A (plain TypeORM, no tenancy);
- * - the `solo` tenant: B1;
- * - tenants `t000`..`tNNN`: B100, C, D and E all route over these.
+ * - the `solo` tenant: B1, C1, and S100 (whose N tenants all name its schema);
+ * - tenants `t000`..`tNNN`: B100, C100, D, E and M100 all route over these.
  */
 export interface RoutingFixture {
   readonly soloSlug: string;

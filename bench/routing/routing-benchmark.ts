@@ -2,6 +2,7 @@ import type { BenchConfig, Workload } from '../config';
 import { alternate, pairedRatios, runBatch, summarize, type SeriesStats } from '../measure';
 import type { ConnectionMonitor } from './connections';
 import type { Contender } from './contenders';
+import { BatchCpuMeter, type CpuFigures } from './cpu-meter';
 
 /** One contender's figures in one cell (workload x concurrency). */
 export interface ContenderFigures {
@@ -11,6 +12,8 @@ export interface ContenderFigures {
   readonly ratioToA: number;
   /** The same ratio taken round by round (each round of A against the same round of this contender). */
   readonly roundRatioToA: { readonly median: number; readonly min: number; readonly max: number };
+  /** CPU per op of the benchmark process and of the contender's PostgreSQL backends (see cpu-meter.ts). */
+  readonly cpu?: CpuFigures;
 }
 
 export interface Cell {
@@ -75,18 +78,33 @@ export async function runRoutingBenchmark(
       const opsPerRound = config.opsPerRound[concurrency]!;
       const warmupOps = config.warmupOps[concurrency]!;
       const t0 = performance.now();
+      const meter = new BatchCpuMeter(monitor, new Map(contenders.map((c) => [c.name, c.applicationName])));
       const series = await alternate(
         contenders.map((c) => ({ name: c.name, op: c.ops[workload] })),
-        { rounds: config.rounds, opsPerRound, warmupOps, concurrency, afterBatch },
+        {
+          rounds: config.rounds,
+          opsPerRound,
+          warmupOps,
+          concurrency,
+          beforeBatch: (name) => meter.begin(name),
+          afterBatch: async (name, round) => {
+            await meter.end(name, round, round < 0 ? warmupOps : opsPerRound);
+            await afterBatch();
+          },
+        },
       );
       const stats = series.map(summarize);
       const baseline = stats[contenders.findIndex((c) => c.name === 'A')]!;
-      const figures = contenders.map((c, k) => ({
-        name: c.name,
-        stats: stats[k]!,
-        ratioToA: stats[k]!.opsPerSec / baseline.opsPerSec,
-        roundRatioToA: pairedRatios(stats[k]!, baseline),
-      }));
+      const figures = contenders.map((c, k) => {
+        const cpu = meter.figures(c.name);
+        return {
+          name: c.name,
+          stats: stats[k]!,
+          ratioToA: stats[k]!.opsPerSec / baseline.opsPerSec,
+          roundRatioToA: pairedRatios(stats[k]!, baseline),
+          ...(cpu === undefined ? {} : { cpu }),
+        };
+      });
       cells.push({ workload, concurrency, opsPerRound, warmupOps, rounds: config.rounds, contenders: figures });
       log(
         `${workload} c=${concurrency} (${((performance.now() - t0) / 1000).toFixed(1)} s): ` +

@@ -36,7 +36,7 @@ export function checkTargets(results: RoutingResults, poolSize: number): TargetC
       if (r !== undefined) checks.push({ ...ratio(target, cell.workload, r.median, required), note: `all rounds: ${r.overall.toFixed(3)}` });
     };
     add('B1 >= 0.97 x A', 'B1', 'A', 0.97);
-    add('B100 >= 1.5 x C', 'B100', 'C', 1.5);
+    add('B100 >= 1.5 x C100', 'B100', 'C100', 1.5);
     add('B100 >= 2.5 x D', 'B100', 'D', 2.5);
     // "Clearly ahead of MikroORM": B100 above M100, round by round (required > 1.00).
     const m = pair('B100', 'M100');
