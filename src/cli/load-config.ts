@@ -13,12 +13,20 @@ const EXPECTED = 'it must export the TenantDataSourceManager options';
  * whose export is the `TenantDataSourceManager` options, either as
  * `module.exports = options` or `exports.default = options`, or a function
  * returning them or a promise of them. `path` is resolved against `cwd`.
+ * Entities and migrations may be classes or file paths and globs, as in the
+ * manager options: the manager loads those at `initialize()`, relative to the
+ * process's working directory (TypeORM's rule, as with its own CLI), not to
+ * the config file.
  *
  * @throws CliError with one line, `Cannot load config <path>: <why>; it must export ...`.
  * @example
  * ```js
  * // tenancy.config.js
- * module.exports = { dataSource: { type: 'postgres', url: process.env.DATABASE_URL }, entities: [Client, Plan] };
+ * module.exports = {
+ *   dataSource: { type: 'postgres', url: process.env.DATABASE_URL },
+ *   entities: [Client, Plan],
+ *   tenantMigrations: [path.join(__dirname, 'dist/migrations/tenant/*.js')],
+ * };
  * ```
  */
 export async function loadConfig(path: string, cwd: string = process.cwd()): Promise<TenantDataSourceManagerOptions> {

@@ -27,14 +27,45 @@ export interface TenantDataSourceManagerOptions {
    */
   readonly dataSource: TenantConnectionOptions;
   /**
-   * Every entity class. Those marked `@TenantScoped()` live in each tenant
-   * schema; the others live once, in the shared schema.
+   * Every entity, as TypeORM takes them: classes, and file paths or globs
+   * (`'dist/entities/*.entity.js'`) loaded at `initialize()` by TypeORM's
+   * rules (see `tenantMigrations`); from a file, the exported classes
+   * decorated with `@Entity()` are kept. Those marked `@TenantScoped()` live
+   * in each tenant schema; the others live once, in the shared schema.
+   * `EntitySchema` is not supported. A path that matches no file, or a file
+   * that exports no entity class, is a `TenancyConfigurationError` at
+   * `initialize()`.
+   *
+   * @example
+   * ```ts
+   * entities: [Plan, path.join(__dirname, 'entities/tenant/*.js')]
+   * ```
    */
-  readonly entities: readonly Function[];
-  /** Migration classes run inside each tenant schema (at `createTenant`). */
-  readonly tenantMigrations?: readonly Function[];
-  /** Migration classes run once in the shared schema (at `initialize()`). */
-  readonly sharedMigrations?: readonly Function[];
+  readonly entities: readonly (Function | string)[];
+  /**
+   * Migrations run inside each tenant schema (at `createTenant`, and by
+   * `migrateTenants()`): classes, and file paths or globs
+   * (`'dist/migrations/tenant/*.js'`), as in TypeORM's DataSource options.
+   * Strings are loaded at `initialize()` with TypeORM's own rules: a relative
+   * path is relative to the working directory (`process.cwd()`), not to the
+   * file that names it (use `path.join(__dirname, ...)` for that); a directory
+   * means every file under it; `.js .mjs .cjs .ts .mts .cts` files are loaded
+   * (`.ts` ones need a TypeScript loader), `.d.ts` never; every class a file
+   * exports is a migration. They run in TypeORM's order, by the timestamp
+   * that ends each class name, whatever the order given; the ledger, pending
+   * lists and reports use that order too. `TenancyConfigurationError` at
+   * `initialize()`: a path that matches no file, a file that exports no class
+   * or a function that is not a migration, a name without a timestamp, two
+   * migrations with one name. Default `[]`.
+   *
+   * @example
+   * ```ts
+   * tenantMigrations: [path.join(__dirname, 'migrations/tenant/*.js')]
+   * ```
+   */
+  readonly tenantMigrations?: readonly (Function | string)[];
+  /** Migrations run once in the shared schema (at `initialize()`): classes, paths and globs, as `tenantMigrations`. Default `[]`. */
+  readonly sharedMigrations?: readonly (Function | string)[];
   /** The schema of shared entities and of the tenant registry. Default `'public'`. */
   readonly sharedSchema?: string;
   /**
@@ -104,6 +135,14 @@ export interface TenantDataSourceManagerOptions {
    * reachable in runs as far as they are granted to `PUBLIC`.
    */
   readonly isolation?: 'schema' | 'role';
+  /**
+   * At `initialize()`, also check that every tenant entity has its table
+   * once all tenant migrations ran (in a throwaway schema, rolled back):
+   * a `TenancyConfigurationError` names each entity left without one (a
+   * migration not written yet: `typeorm-tenants migration:generate`). Costs
+   * one run of the tenant migrations. Default `false`.
+   */
+  readonly checkEntities?: boolean;
   /** Settings of the shared pool: connection recycling and timeouts. */
   readonly pool?: TenantPoolOptions;
   /**

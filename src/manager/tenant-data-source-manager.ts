@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
-import { DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
+import { DataSource, type QueryRunner } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner, type RunState } from '../context/tenant-context';
 import { LeaseCache, type Lease } from '../data-source/lease-cache';
@@ -16,6 +16,9 @@ import {
 } from '../data-source/shared-pool';
 import { QueryCacheStore, sharedCachePrefix, tenantCachePrefix, validateQueryCacheOption, type QueryCacheOptions } from '../data-source/tenant-query-cache';
 import { partitionEntities, pinSharedEntities, releaseSharedSchema, type EntityPartition } from '../entity/entity-partition';
+import { loadEntities } from '../entity/load-entities';
+import { classListOption, type ClassOrPath } from '../data-source/load-classes';
+import { loadMigrationList } from '../migration/migration-list';
 import { pinSharedActiveRecord, unpinSharedActiveRecord } from '../entity/active-record';
 import {
   UNQUALIFIED_SCHEMA_SENTINEL,
@@ -47,7 +50,7 @@ import { dropTenantRole, grantTenantRole } from '../isolation/tenant-role';
 import { tenantRoleName } from '../naming/derived-schema-name';
 import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenant-events';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
-import { sharedSchemaChanges, tenantSchemaChanges, type SchemaChanges } from '../migration/migration-generator';
+import { missingTenantTables, sharedSchemaChanges, tenantSchemaChanges, type MissingTenantTable, type SchemaChanges } from '../migration/migration-generator';
 import { migrationFile, type MigrationFile, type MigrationSourceOptions, type MigrationStatement } from '../migration/migration-source';
 import { validatePlainIdentifier } from '../naming/plain-identifier';
 import { quoteIdent, quoteIdentList } from '../naming/quote-ident';
@@ -113,9 +116,10 @@ interface ResolvedOptions {
   /** The connection options without `cache`, which the manager gives each DataSource itself. */
   readonly connection: TenantConnectionOptions;
   readonly queryCache: QueryCacheOptions | undefined;
-  readonly entities: readonly Function[];
-  readonly tenantMigrations: readonly Function[];
-  readonly sharedMigrations: readonly Function[];
+  /** As given (classes, paths, globs); loaded by `initialize()`. */
+  readonly entities: readonly ClassOrPath[];
+  readonly tenantMigrations: readonly ClassOrPath[];
+  readonly sharedMigrations: readonly ClassOrPath[];
   readonly sharedSchema: string;
   readonly extensionsSchema: string;
   readonly maxDataSources: number;
@@ -129,6 +133,7 @@ interface ResolvedOptions {
   readonly seed: TenantSeed | undefined;
   readonly warmPool: WarmPoolOptions | undefined;
   readonly isolation: 'schema' | 'role';
+  readonly checkEntities: boolean;
   readonly onBackgroundError: (error: Error) => void;
   readonly pool: Required<TenantPoolOptions>;
   readonly onPoolError: (error: Error) => void;
@@ -172,7 +177,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   readonly #options: ResolvedOptions;
   readonly #registry: TenantRegistry;
   readonly #ledger: MigrationLedger;
-  readonly #tenantMigrationNames: readonly string[];
+  /** The migrations loaded by `initialize()`, in TypeORM's order (by timestamp); names in the same order. */
+  #tenantMigrations: readonly Function[] = [];
+  #tenantMigrationNames: readonly string[] = [];
+  #sharedMigrations: readonly Function[] = [];
   readonly #cache: LeaseCache<CachedTenant>;
   readonly #pools = new Map<string, Pool>();
   #state: ManagerState = 'new';
@@ -207,7 +215,6 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       this.#options.registryTable,
       this.#options.connection.migrationsTableName ?? 'migrations',
     );
-    this.#tenantMigrationNames = Object.freeze(this.#options.tenantMigrations.map(migrationNameOf));
     this.#cache = new LeaseCache<CachedTenant>({
       max: this.#options.maxDataSources,
       create: (slug) => this.#openTenant(slug),
@@ -681,7 +688,16 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
   async #start(): Promise<void> {
     const options = this.#options;
-    this.#partition = partitionEntities(options.entities);
+    // Paths and globs are loaded once, here: every DataSource gets these classes, so what TypeORM runs is what the ledger names.
+    const [entities, tenantMigrations, sharedMigrations] = await Promise.all([
+      loadEntities(options.entities),
+      loadMigrationList(options.tenantMigrations, 'tenantMigrations'),
+      loadMigrationList(options.sharedMigrations, 'sharedMigrations'),
+    ]);
+    this.#tenantMigrations = tenantMigrations.classes;
+    this.#tenantMigrationNames = tenantMigrations.names;
+    this.#sharedMigrations = sharedMigrations.classes;
+    this.#partition = partitionEntities(entities);
     pinSharedEntities(this.#partition.sharedEntities, options.sharedSchema);
     this.#pinned = true;
 
@@ -696,7 +712,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       ...options.connection,
       schema: options.sharedSchema,
       entities: [...this.#partition.sharedEntities],
-      migrations: [...options.sharedMigrations],
+      migrations: [...this.#sharedMigrations],
       driver: this.#facade,
       // TypeORM's query result cache: the shared DataSource makes the one store; tenants reach it under their own prefixes.
       cache: this.#queryCache?.sharedOption(() => sharedCachePrefix(this.#driverFacts?.database ?? '', options.sharedSchema)) ?? false,
@@ -751,9 +767,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       const installed = await installExtensions(runner, { schema: options.extensionsSchema, sharedSchema: options.sharedSchema, names: extensions });
       const pathWarning = await checkDefaultSearchPath(runner, { schema: options.extensionsSchema, schemas: installed.schemas });
       await applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration());
+      await this.#refuseSharedTablesInTenants(runner);
       return pathWarning === undefined ? installed.warnings : [...installed.warnings, pathWarning];
     });
     for (const warning of warnings) warnOnce(warning);
+    if (options.checkEntities) await this.#refuseTenantEntitiesWithoutTables();
     this.#fleet = new FleetMigrator({
       sharedDataSource: shared,
       searchPaths: this.#searchPaths,
@@ -918,6 +936,44 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     return { dataSource, fence, record, checkedAt: Date.now(), runState: { owner: this, tenant: record, dataSource } };
   }
 
+  /**
+   * A tenant schema holding a table named like a shared entity's: the entity
+   * most likely lacks `@TenantScoped()` (tenant migrations create its table
+   * per tenant, while the manager serves it from the shared schema, where a
+   * same-named table would be shared by every tenant).
+   */
+  async #refuseSharedTablesInTenants(runner: SqlRunner): Promise<void> {
+    const shared = this.#shared!.entityMetadatas.filter((metadata) => metadata.tableType !== 'entity-child');
+    const found = await this.#registry.tenantsHoldingTables(runner, shared.map((metadata) => metadata.tableName));
+    if (found.length === 0) return;
+    const entityOf = (table: string): string => shared.find((metadata) => metadata.tableName === table)?.name ?? table;
+    throw new TenancyConfigurationError(
+      `Shared entit${new Set(found.map((f) => f.table)).size === 1 ? 'y' : 'ies'} ` +
+        `${[...new Set(found.map((f) => `${entityOf(f.table)} (table "${f.table}")`))].join(', ')} ` +
+        `${found.length === 1 ? 'has its table' : 'have tables'} in tenant schemas (${found.map((f) => `"${f.slug}"`).join(', ')}): ` +
+        'a tenant migration creates it per tenant, but without @TenantScoped() the manager serves it from the shared schema. ' +
+        'Mark the entity @TenantScoped(), or rename one of the tables.',
+    );
+  }
+
+  /** `checkEntities`: every tenant entity has a table at the head of the tenant migrations. */
+  async #refuseTenantEntitiesWithoutTables(): Promise<void> {
+    const throwaway = `${LIBRARY_SCHEMA_PREFIX}check_${randomBytes(6).toString('hex')}`;
+    const dataSource = await this.#buildTenantDataSource(throwaway);
+    let missing: MissingTenantTable[];
+    try {
+      missing = await missingTenantTables(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway), this.#partition!.tenantEntities);
+    } finally {
+      await dataSource.destroy();
+    }
+    if (missing.length === 0) return;
+    throw new TenancyConfigurationError(
+      `Tenant entit${missing.length === 1 ? 'y' : 'ies'} ${missing.map((m) => `${m.entity} (table "${m.table}")`).join(', ')} ` +
+        `${missing.length === 1 ? 'has no table' : 'have no tables'} after every tenant migration ran: the migration is missing. ` +
+        'Write it with: typeorm-tenants migration:generate <dir/Name>, and add it to tenantMigrations.',
+    );
+  }
+
   /** The extensions the entities of both kinds need (TypeORM's rules), read from a throwaway DataSource with all of them. */
   async #requiredExtensions(): Promise<string[]> {
     const all = await this.#buildTenantDataSource(UNQUALIFIED_SCHEMA_SENTINEL);
@@ -940,7 +996,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       connection: this.#options.connection,
       schemaName,
       entities: [...this.#partition!.tenantEntities, ...this.#partition!.sharedEntities],
-      migrations: this.#options.tenantMigrations,
+      migrations: this.#tenantMigrations,
       // Under role isolation a served DataSource checks connections out as the tenant's role.
       driver: role === undefined ? this.#facade! : createPgDriverFacade(this.#pool!, { role }),
       facts: this.#driverFacts!,
@@ -1026,7 +1082,9 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     }
   }
   if (!Array.isArray(options.entities) || options.entities.length === 0) {
-    throw new TenancyConfigurationError('Option "entities" must list the entity classes, tenant-scoped and shared.');
+    throw new TenancyConfigurationError(
+      'Option "entities" must list the entity classes, tenant-scoped and shared, or paths or globs of their files (as in TypeORM\'s DataSource options).',
+    );
   }
   const sharedSchema = validatePlainIdentifier(options.sharedSchema ?? DEFAULT_SHARED_SCHEMA, 'sharedSchema');
   const registryTable = validatePlainIdentifier(options.registryTable ?? DEFAULT_REGISTRY_TABLE, 'registryTable');
@@ -1056,9 +1114,9 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
   return Object.freeze({
     connection: Object.freeze({ ...connectionWithoutCache }) as TenantConnectionOptions,
     queryCache,
-    entities: Object.freeze([...options.entities]),
-    tenantMigrations: Object.freeze([...(options.tenantMigrations ?? [])]),
-    sharedMigrations: Object.freeze([...(options.sharedMigrations ?? [])]),
+    entities: classListOption(options.entities, 'entities'),
+    tenantMigrations: classListOption(options.tenantMigrations ?? [], 'tenantMigrations'),
+    sharedMigrations: classListOption(options.sharedMigrations ?? [], 'sharedMigrations'),
     sharedSchema,
     extensionsSchema,
     maxDataSources,
@@ -1071,6 +1129,7 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     dropBatchSize: positiveInteger(options.dropBatchSize ?? DEFAULT_DROP_BATCH_SIZE, 'dropBatchSize'),
     seed: options.seed,
     isolation: isolationOf(options.isolation),
+    checkEntities: options.checkEntities === true,
     warmPool: options.warmPool === undefined ? undefined : Object.freeze({ size: positiveInteger(options.warmPool.size, 'warmPool.size') }),
     onBackgroundError:
       options.onBackgroundError ??
@@ -1106,11 +1165,6 @@ function nonNegative(value: unknown, option: string): number {
     throw new TenancyConfigurationError(`Option "${option}" must be a number of milliseconds, 0 or more; got ${String(value)}.`);
   }
   return value;
-}
-
-function migrationNameOf(migrationClass: Function): string {
-  const instance = new (migrationClass as new () => MigrationInterface)();
-  return instance.name ?? migrationClass.name;
 }
 
 function notServedError(slug: string, status: string): TenantNotActiveError {

@@ -12,6 +12,7 @@ import {
   type FleetTenantResult,
 } from './fleet-run';
 import type { LedgerScopeTenant, MigrationLedger } from './migration-ledger';
+import { inMigrationOrder } from './migration-list';
 import { MigrationFailure, applyPendingMigrations, undoLastMigration } from './schema-migrator';
 
 /** Options of `migrateTenants()` and `revertTenants()`. */
@@ -24,7 +25,7 @@ export interface FleetMigrationOptions extends FleetRunOptions {
 export interface TenantMigrationStatus {
   readonly slug: string;
   readonly status: TenantStatus;
-  /** Applied migrations, by name. */
+  /** Applied migrations, in the order TypeORM applies them (by timestamp). */
   readonly applied: readonly string[];
   /** Migrations of the code not applied yet, in the order they would run. */
   readonly pending: readonly string[];
@@ -37,7 +38,7 @@ export interface SchemaAccess {
   readonly searchPaths: SearchPaths;
   readonly registry: TenantRegistry;
   readonly ledger: MigrationLedger;
-  /** Names of the tenant migrations of the code, in order. */
+  /** Names of the tenant migrations of the code, in the order TypeORM runs them (by timestamp). */
   readonly tenantMigrationNames: readonly string[];
   readonly defaultConcurrency: number;
   /** A fresh DataSource bound to `schemaName` over the shared pool; the caller destroys it. */
@@ -124,7 +125,7 @@ export class FleetMigrator {
       return {
         slug: entry.slug,
         status: entry.status,
-        applied: entry.applied,
+        applied: inMigrationOrder(entry.applied, access.tenantMigrationNames),
         pending: access.tenantMigrationNames.filter((name) => !applied.has(name)),
       };
     });

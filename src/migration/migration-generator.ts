@@ -31,34 +31,79 @@ export async function tenantSchemaChanges(
   searchPath: readonly string[],
   sharedEntities: readonly Function[],
 ): Promise<SchemaChanges> {
+  return atMigrationHead(dataSource, throwawaySchema, searchPath, async (runner) => {
+    const shared = new Set(sharedEntities);
+    for (const metadata of dataSource.entityMetadatas) {
+      if (shared.has(metadata.target as Function)) metadata.synchronize = false;
+    }
+    // TypeORM writes `ALTER TYPE ... ADD VALUE` for a new enum value on
+    // PostgreSQL 12+ (the driver's only use of the version once connected).
+    // A value added so cannot be used in the transaction that added it
+    // (55P04), and createTenant runs every migration, and the seed hook, in
+    // one transaction: below 12 it writes the recreate-the-type form.
+    const driver = dataSource.driver as PostgresDriver;
+    const version = driver.version;
+    driver.version = '11.0';
+    let changes: SchemaChanges;
+    try {
+      changes = await logOnRunner(dataSource, runner);
+    } finally {
+      driver.version = version;
+    }
+    return {
+      up: changes.up.map((statement) => schemaAgnostic(statement, throwawaySchema)),
+      down: changes.down.map((statement) => schemaAgnostic(statement, throwawaySchema)),
+    };
+  });
+}
+
+/** A tenant entity whose table no tenant migration creates. */
+export interface MissingTenantTable {
+  readonly entity: string;
+  readonly table: string;
+}
+
+/**
+ * The tenant entities (tables and views) that have no relation in a tenant
+ * schema at the head of the tenant migrations, built as for
+ * `tenantSchemaChanges` and rolled back.
+ */
+export async function missingTenantTables(
+  dataSource: DataSource,
+  throwawaySchema: string,
+  searchPath: readonly string[],
+  tenantEntities: readonly Function[],
+): Promise<MissingTenantTable[]> {
+  return atMigrationHead(dataSource, throwawaySchema, searchPath, async (runner) => {
+    const rows = (await runner.query(
+      `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`,
+      [throwawaySchema],
+    )) as Array<{ name: string }>;
+    const present = new Set(rows.map((row) => row.name));
+    const tenant = new Set(tenantEntities);
+    return dataSource.entityMetadatas
+      .filter((metadata) => tenant.has(metadata.target as Function) && metadata.tableType !== 'entity-child' && !present.has(metadata.tableName))
+      .map((metadata) => ({ entity: metadata.name, table: metadata.tableName }));
+  });
+}
+
+/**
+ * Runs `work` on a runner whose open transaction holds `throwawaySchema`
+ * brought to the head of the DataSource's migrations; rolls it all back.
+ */
+async function atMigrationHead<T>(
+  dataSource: DataSource,
+  throwawaySchema: string,
+  searchPath: readonly string[],
+  work: (runner: QueryRunner) => Promise<T>,
+): Promise<T> {
   const runner = dataSource.createQueryRunner();
   try {
     await runner.startTransaction();
     try {
       await runner.query(`CREATE SCHEMA ${quoteIdent(throwawaySchema)}`);
       await applyPendingMigrations(dataSource, runner, searchPath, { freshSchema: true });
-      const shared = new Set(sharedEntities);
-      for (const metadata of dataSource.entityMetadatas) {
-        if (shared.has(metadata.target as Function)) metadata.synchronize = false;
-      }
-      // TypeORM writes `ALTER TYPE ... ADD VALUE` for a new enum value on
-      // PostgreSQL 12+ (the driver's only use of the version once connected).
-      // A value added so cannot be used in the transaction that added it
-      // (55P04), and createTenant runs every migration, and the seed hook, in
-      // one transaction: below 12 it writes the recreate-the-type form.
-      const driver = dataSource.driver as PostgresDriver;
-      const version = driver.version;
-      driver.version = '11.0';
-      let changes: SchemaChanges;
-      try {
-        changes = await logOnRunner(dataSource, runner);
-      } finally {
-        driver.version = version;
-      }
-      return {
-        up: changes.up.map((statement) => schemaAgnostic(statement, throwawaySchema)),
-        down: changes.down.map((statement) => schemaAgnostic(statement, throwawaySchema)),
-      };
+      return await work(runner);
     } finally {
       if (runner.isTransactionActive) await runner.rollbackTransaction();
     }
