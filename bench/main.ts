@@ -3,8 +3,9 @@ import { join } from 'node:path';
 
 /**
  * `npm run bench [-- --quick ...]`: the routing benchmark (every argument
- * goes to it), then the provisioning and fleet benchmark, the HTTP
- * benchmark and the cache-scale benchmark (`--quick` only), each in its own
+ * goes to it), then the provisioning and fleet benchmark, the
+ * migration-guard benchmark, the HTTP benchmark and the cache-scale
+ * benchmark (`--quick` only), each in its own
  * process so none disturbs another's heap; the cache benchmark runs under
  * `--expose-gc` (it measures heap after a forced GC). Last, the chart is
  * drawn from the results.
@@ -15,6 +16,7 @@ function main(): void {
   const parts: Array<[string, string[], string[]]> = [
     ['run.js', [], args],
     [join('fleet', 'run.js'), [], quickOnly],
+    [join('migration-guard', 'run.js'), [], quickOnly],
     [join('http', 'run.js'), [], quickOnly],
     [join('cache', 'run.js'), ['--expose-gc'], quickOnly],
     ['chart.js', [], quickOnly],

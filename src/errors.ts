@@ -30,12 +30,14 @@ export type TenancyErrorCode =
   | 'TENANT_ALREADY_EXISTS'
   | 'TENANT_RECENTLY_DROPPED'
   | 'MIGRATION_GENERATION_FAILED'
+  | 'TENANT_MIGRATION_PENDING'
   | 'INVALID_TENANT_NAME'
   | 'TENANT_NOT_ACTIVE'
   | 'TENANT_SUSPENDED'
   | 'INVALID_TENANT_STATE'
   | 'TENANT_PROVISIONING_FAILED'
   | 'TENANT_MIGRATION_FAILED'
+  | 'MIGRATION_OUTSIDE_TENANT'
   | 'INVALID_ARGUMENT'
   | 'INVALID_CONFIGURATION'
   | 'MANAGER_NOT_INITIALIZED'
@@ -115,6 +117,30 @@ export class TenantRecentlyDroppedError extends TenancyError {
       `Tenant "${slug}" cannot be created yet: schema "${schemaName}" was dropped less than slugReuseDelayMs ago, and other processes may still hold the dropped tenant. ` +
         `Retry in ${Math.ceil(retryAfterMs)} ms, or lower slugReuseDelayMs where a single process serves (0 turns the wait off).`,
     );
+  }
+}
+
+/**
+ * `pendingMigrations: 'refuse'`: the tenant's ledger lacks tenant migrations
+ * the code has (new code reached it before its migration did). HTTP 503 with
+ * `Retry-After`.
+ */
+export class TenantMigrationPendingError extends TenancyError {
+  override readonly name = 'TenantMigrationPendingError';
+  readonly code = 'TENANT_MIGRATION_PENDING';
+  readonly statusCode = 503;
+  /** Seconds an HTTP client should wait before retrying (the `Retry-After` header). */
+  readonly retryAfterSeconds: number;
+
+  constructor(
+    readonly slug: string,
+    retryAfterSeconds: number,
+  ) {
+    super(
+      `Tenant "${slug}" has tenant migrations pending, and pendingMigrations is 'refuse': it is not served until they are applied ` +
+        '(typeorm-tenants migrate, or migrateTenants()). Retry later.',
+    );
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }
 
@@ -219,6 +245,51 @@ export class TenantMigrationError extends TenantSchemaChangeError {
   constructor(slug: string, migration: string | undefined, cause: unknown) {
     super(slug, migration, cause, 'Migrating', 'Its transaction was rolled back, so the tenant is unchanged; fix the cause and run it again.');
   }
+}
+
+/** An object a tenant migration created, altered or dropped outside its tenant schema. */
+export interface MigrationOutsideTenantObject {
+  /** What it is, in PostgreSQL's words: `table`, `type`, `index`, `function`, `column`, `schema`, ... */
+  readonly kind: string;
+  /** Its schema; `null` for objects of the whole database (a schema, an extension). */
+  readonly schema: string | null;
+  /** Its name within the schema (a function with its argument types, a column as `table.column`). */
+  readonly name: string;
+}
+
+/**
+ * The `migrationGuard` refused a tenant migration: it created, altered or
+ * dropped an object outside the tenant schema. It reaches callers as the
+ * `cause` of `TenantProvisioningError` or `TenantMigrationError` (and as the
+ * `code` of a fleet report's line), which name the tenant; the transaction
+ * was rolled back.
+ */
+export class MigrationOutsideTenantError extends TenancyError {
+  override readonly name = 'MigrationOutsideTenantError';
+  readonly code = 'MIGRATION_OUTSIDE_TENANT';
+  readonly statusCode = 500;
+
+  constructor(
+    readonly migration: string | undefined,
+    readonly schemaName: string,
+    /** `CREATE TYPE`, `DROP`, ... (event triggers), or `created or altered` (catalog check). */
+    readonly action: string,
+    readonly objects: readonly MigrationOutsideTenantObject[],
+    options?: { readonly cause?: unknown },
+  ) {
+    const shown = objects.slice(0, 5).map(describeObject).join(', ') + (objects.length > 5 ? ` and ${objects.length - 5} more` : '');
+    const verb = /^[A-Z]/.test(action) ? `ran ${action} on` : action;
+    super(
+      `Tenant migration ${migration ?? '(unknown)'} ${verb} ${shown}, outside the tenant schema "${schemaName}": ` +
+        'a tenant migration may only touch its own schema. Write the name unqualified (it resolves to the tenant schema; ' +
+        'one the tenant lacks resolves to the shared schema through the search path), and put shared objects in sharedMigrations.',
+      options,
+    );
+  }
+}
+
+function describeObject(object: MigrationOutsideTenantObject): string {
+  return object.schema === null ? `${object.kind} "${object.name}"` : `${object.kind} ${object.name} in schema "${object.schema}"`;
 }
 
 /** An argument other than a slug has the wrong type or value. */

@@ -40,6 +40,8 @@ export {
   TenantAlreadyExistsError,
   TenantRecentlyDroppedError,
   MigrationGenerationError,
+  TenantMigrationPendingError,
+  MigrationOutsideTenantError,
   InvalidTenantNameError,
   TenantNotActiveError,
   TenantSuspendedError,
@@ -56,7 +58,8 @@ export {
   TenantDroppedError,
   CrossTenantAccessError,
 } from './errors';
-export type { TenancyErrorCode } from './errors';
+export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
+export type { MigrationGuardMode } from './migration/migration-guard';
 export type { TenantEventMap, TenantEventName } from './manager/tenant-events';
 export { fromHeader, fromPath, fromSubdomain, DEFAULT_TENANT_HEADER } from './http/tenant-resolvers';
 export type { HttpRequestLike, PathResolverOptions, ResolvedSlug, SubdomainResolverOptions, TenantResolver } from './http/tenant-resolvers';

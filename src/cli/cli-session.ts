@@ -27,11 +27,16 @@ export class CliSession {
     return this.#cwd;
   }
 
-  /** Loads the config, starts the manager, and runs `work` with it. */
-  async withManager<T>(work: (manager: TenantDataSourceManager) => Promise<T>): Promise<T> {
+  /**
+   * Loads the config, starts the manager, and runs `work` with it. With
+   * `withoutWarmPool`, the manager starts without the config's warm pool (a
+   * command that only reads the model should not create spare schemas).
+   */
+  async withManager<T>(work: (manager: TenantDataSourceManager) => Promise<T>, options: { readonly withoutWarmPool?: boolean } = {}): Promise<T> {
     if (this.#manager === undefined) {
-      const options = await loadConfig(this.#configPath, this.#cwd);
-      this.#manager = new TenantDataSourceManager(options);
+      const config = await loadConfig(this.#configPath, this.#cwd);
+      const { warmPool: _warmPool, ...withoutWarmPool } = config;
+      this.#manager = new TenantDataSourceManager(options.withoutWarmPool === true ? withoutWarmPool : config);
       await this.#manager.initialize();
     }
     return work(this.#manager);

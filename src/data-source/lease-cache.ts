@@ -105,6 +105,11 @@ export class LeaseCache<V> {
     return this.#leaseOf(entry, value);
   }
 
+  /** The cached value of `key`, if built, without holding it or counting a hit. */
+  peek(key: string): V | undefined {
+    return this.#entries.get(key)?.value;
+  }
+
   /**
    * Takes a lease at once when `key` is cached and its value is ready (a hit
    * with no await, the hot path); `undefined` otherwise.

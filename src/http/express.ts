@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TenancyError } from '../errors';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../registry/tenant-record';
-import { tenancyErrorBody } from './http-errors';
+import { retryAfterOf, tenancyErrorBody } from './http-errors';
 import { TenantRequestResolver, serveRequest, type TenantMiddlewareOptions } from './tenant-resolution';
 
 export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
@@ -73,6 +73,8 @@ export function sendTenancyError(res: ServerResponse, error: TenancyError): void
   }
   const body = JSON.stringify(tenancyErrorBody(error));
   res.statusCode = error.statusCode;
+  const retryAfter = retryAfterOf(error);
+  if (retryAfter !== undefined) res.setHeader('retry-after', String(retryAfter));
   res.setHeader('content-type', 'application/json; charset=utf-8');
   res.setHeader('content-length', Buffer.byteLength(body));
   res.end(body);

@@ -3,7 +3,7 @@ import fp from 'fastify-plugin';
 import type { TenancyError } from '../errors';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../registry/tenant-record';
-import { tenancyErrorBody } from './http-errors';
+import { retryAfterOf, tenancyErrorBody } from './http-errors';
 import { TenantRequestResolver, serveRequest, type TenantMiddlewareOptions } from './tenant-resolution';
 
 export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
@@ -79,5 +79,7 @@ function sendError(reply: FastifyReply, error: TenancyError): void {
     reply.raw.destroy(error);
     return;
   }
+  const retryAfter = retryAfterOf(error);
+  if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
   void reply.code(error.statusCode).type('application/json; charset=utf-8').send(tenancyErrorBody(error));
 }

@@ -44,3 +44,9 @@ export interface TenancyErrorBody {
 export function tenancyErrorBody(error: TenancyError): TenancyErrorBody {
   return { error: { code: error.code, message: error.message } };
 }
+
+/** The `Retry-After` seconds of an error that has them (`TenantMigrationPendingError`), else `undefined`. */
+export function retryAfterOf(error: TenancyError): number | undefined {
+  const seconds = (error as { retryAfterSeconds?: unknown }).retryAfterSeconds;
+  return typeof seconds === 'number' && Number.isFinite(seconds) && seconds >= 0 ? Math.ceil(seconds) : undefined;
+}

@@ -143,6 +143,31 @@ export interface TenantDataSourceManagerOptions {
    * one run of the tenant migrations. Default `false`.
    */
   readonly checkEntities?: boolean;
+  /**
+   * What `run()` (and `getDataSource()`) does for a tenant whose migration
+   * ledger lacks tenant migrations the code has (new code often reaches a
+   * tenant before its migration does): `'serve'` (default) serves it;
+   * `'warn'` serves it with one `TenancyMigrationWarning` per tenant;
+   * `'refuse'` throws `TenantMigrationPendingError` (HTTP 503 with
+   * `Retry-After`). A tenant ahead of the code (migrations the code does not
+   * know) is served. Decided from the cached record: one ledger query per
+   * tenant each `tenantRecordTtlMs`, none per run (and none with `'serve'`).
+   */
+  readonly pendingMigrations?: 'serve' | 'warn' | 'refuse';
+  /**
+   * Keeps every tenant migration inside its tenant schema (at `createTenant`,
+   * in fleet migrations and reverts, `restoreTenant` and the warm pool; never
+   * for shared migrations): a migration that creates, alters or drops an
+   * object elsewhere (`CREATE TYPE "public".x`, a table in the shared schema)
+   * rolls the tenant back with a `MigrationOutsideTenantError` naming the
+   * migration and the object. `'catalog'` (default): one catalog query after
+   * each migration, no privilege needed, drops not seen. `'event-trigger'`:
+   * event triggers refuse the statement itself, drops included; a superuser
+   * must run `initialize()` once per database to install them (otherwise
+   * `TenancyConfigurationError`). `'off'`: no check. GRANT/REVOKE on and DML
+   * into shared tables pass in every mode.
+   */
+  readonly migrationGuard?: 'event-trigger' | 'catalog' | 'off';
   /** Settings of the shared pool: connection recycling and timeouts. */
   readonly pool?: TenantPoolOptions;
   /**

@@ -37,6 +37,8 @@ import {
   TenantNotActiveError,
   TenantNotFoundError,
   TenantProvisioningError,
+  TenantMigrationPendingError,
+  TenantMigrationError,
   TenantRecentlyDroppedError,
   TenantSuspendedError,
   sqlStateOf,
@@ -50,6 +52,7 @@ import { dropTenantRole, grantTenantRole } from '../isolation/tenant-role';
 import { tenantRoleName } from '../naming/derived-schema-name';
 import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenant-events';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
+import { ensureMigrationGuard, validateMigrationGuard, type MigrationGuardMode } from '../migration/migration-guard';
 import { missingTenantTables, sharedSchemaChanges, tenantSchemaChanges, type MissingTenantTable, type SchemaChanges } from '../migration/migration-generator';
 import { migrationFile, type MigrationFile, type MigrationSourceOptions, type MigrationStatement } from '../migration/migration-source';
 import { validatePlainIdentifier } from '../naming/plain-identifier';
@@ -134,6 +137,8 @@ interface ResolvedOptions {
   readonly warmPool: WarmPoolOptions | undefined;
   readonly isolation: 'schema' | 'role';
   readonly checkEntities: boolean;
+  readonly pendingMigrations: 'serve' | 'warn' | 'refuse';
+  readonly migrationGuard: MigrationGuardMode;
   readonly onBackgroundError: (error: Error) => void;
   readonly pool: Required<TenantPoolOptions>;
   readonly onPoolError: (error: Error) => void;
@@ -144,6 +149,8 @@ interface CachedTenant {
   /** Set when the tenant is dropped: the DataSource then refuses every statement. */
   readonly fence: DropFence;
   record: TenantRecord;
+  /** The ledger lacks tenant migrations of the code (read with the record, unless pendingMigrations is 'serve'). */
+  pending: boolean;
   checkedAt: number;
   /** The context of a run of this tenant, rebuilt when the record is refreshed. */
   runState: RunState;
@@ -201,6 +208,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   readonly #fences = new Map<string, Set<DropFence>>();
   #reserved: ReservedNames;
   readonly #searchPaths: SearchPaths;
+  /** Tenants already warned about under pendingMigrations: 'warn' (forgotten once they are migrated). */
+  readonly #pendingWarned = new Set<string>();
   #pinned = false;
   #activeRuns = 0;
   #idleWaiters: Array<() => void> = [];
@@ -305,7 +314,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           if (sqlStateOf(error) === '42P06') throw new TenantAlreadyExistsError(slug, schemaName, undefined);
           throw error;
         }
-        if (!claimed) await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true });
+        if (!claimed) await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true, guard: this.#options.migrationGuard });
         if (this.#options.isolation === 'role') {
           await grantTenantRole(runner, this.#roleOf(schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
         }
@@ -457,7 +466,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const held = this.#state === 'ready' && typeof slug === 'string' ? this.#cache.tryLease(slug) : undefined;
     if (held !== undefined) {
       const cached = held.value;
-      if (cached.record.status === 'active' && Date.now() - cached.checkedAt <= this.#options.tenantRecordTtlMs) {
+      if (cached.record.status === 'active' && !cached.pending && Date.now() - cached.checkedAt <= this.#options.tenantRecordTtlMs) {
         return this.#runHeld(held, fn);
       }
     }
@@ -516,7 +525,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const report = await this.#fleet!.migrateTenants({
       ...options,
       onProgress: (result, done, total) => {
-        if (result.status === 'migrated') this.#events.emit('migrated', { slug: result.slug, applied: result.applied });
+        if (result.status === 'migrated') {
+          this.#recheckMigrations(result.slug);
+          this.#events.emit('migrated', { slug: result.slug, applied: result.applied });
+        }
         if (result.status === 'failed' && result.error !== undefined) this.#events.emit('migration-failed', { slug: result.slug, error: result.error });
         options.onProgress?.(result, done, total);
       },
@@ -534,7 +546,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async revertTenants(options: FleetMigrationOptions = {}): Promise<FleetReport> {
     this.#assertReady('revertTenants()');
     this.#validateFleetOptions(options);
-    return this.#fleet!.revertTenants(options);
+    const report = await this.#fleet!.revertTenants(options);
+    for (const result of report.results) if (result.status === 'reverted') this.#recheckMigrations(result.slug);
+    return report;
   }
 
   /**
@@ -551,7 +565,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const tenant = await this.#registry.find(this.#shared!, slug);
     if (tenant === undefined) throw new TenantNotFoundError(slug);
     if (tenant.status !== 'active' && tenant.status !== 'suspended') throw notServedError(slug, tenant.status);
-    return this.#fleet!.revertTenant(tenant);
+    const result = await this.#fleet!.revertTenant(tenant);
+    this.#recheckMigrations(slug);
+    return result;
   }
 
   /**
@@ -571,7 +587,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async reconcileMigrationLedger(options: FleetRunOptions = {}): Promise<FleetReport> {
     this.#assertReady('reconcileMigrationLedger()');
     this.#validateFleetOptions(options);
-    return this.#fleet!.reconcile(options);
+    const report = await this.#fleet!.reconcile(options);
+    for (const result of report.results) this.#recheckMigrations(result.slug);
+    return report;
   }
 
   /**
@@ -616,7 +634,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       const throwaway = `${LIBRARY_SCHEMA_PREFIX}gen_${randomBytes(6).toString('hex')}`;
       const dataSource = await this.#buildTenantDataSource(throwaway);
       try {
-        changes = await tenantSchemaChanges(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway), this.#partition!.sharedEntities);
+        changes = await tenantSchemaChanges(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway));
       } finally {
         await dataSource.destroy();
       }
@@ -734,7 +752,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           sharedDataSource: shared,
           sharedSchema: options.sharedSchema,
           searchPaths: this.#searchPaths,
+          metadataTableName: options.connection.metadataTableName ?? 'typeorm_metadata',
           tenantMigrationNames: this.#tenantMigrationNames,
+          migrationGuard: options.migrationGuard,
           buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
           inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
           isServing: () => this.#state === 'ready',
@@ -750,9 +770,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const [{ role }] = (await shared.query('SELECT current_user AS role')) as Array<{ role: string }>;
     this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role, otherSchemas: this.#librarySchemas };
 
-    const extensions = options.connection.installExtensions === false ? [] : await this.#requiredExtensions();
+    const extensions = await this.#checkModel(options.connection.installExtensions !== false);
     const warnings = await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
       await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
+      await ensureMigrationGuard(runner, options.migrationGuard);
       await this.#registry.ensureTable(runner);
       await this.#ledger.ensureTable(runner);
       await this.#warmPool?.ensureTable(runner);
@@ -778,6 +799,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       registry: this.#registry,
       ledger: this.#ledger,
       tenantMigrationNames: this.#tenantMigrationNames,
+      migrationGuard: options.migrationGuard,
       defaultConcurrency: Math.max(1, Math.floor((options.connection.poolSize ?? DEFAULT_POOL_SIZE) / 2)),
       buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
       inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
@@ -792,7 +814,13 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
       dropTenantRole: (runner, schemaName) => dropTenantRole(runner, this.#roleOf(schemaName)),
       migrateInTransaction: async (dataSource, runner, slug, schemaName) => {
-        await applyPendingMigrations(dataSource, runner, this.#searchPaths.tenantMigration(schemaName));
+        try {
+          await applyPendingMigrations(dataSource, runner, this.#searchPaths.tenantMigration(schemaName), { guard: options.migrationGuard });
+        } catch (error) {
+          // restoreTenant(): say which tenant and which migration (the guard's refusals included).
+          if (error instanceof MigrationFailure) throw new TenantMigrationError(slug, error.migration, error.cause);
+          throw error;
+        }
         await this.#ledger.syncTenant(runner, slug, schemaName);
       },
     });
@@ -901,6 +929,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           return await this.#lease(slug, operation);
         }
         cached.record = record;
+        cached.pending = await this.#isPending(slug);
         cached.checkedAt = now;
         cached.runState = { owner: this, tenant: record, dataSource: cached.dataSource };
       }
@@ -908,6 +937,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         this.#cache.evict(slug);
         throw notServedError(slug, cached.record.status);
       }
+      if (cached.pending) this.#onPendingMigrations(slug);
       return lease;
     } catch (error) {
       lease?.release();
@@ -915,11 +945,38 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     }
   }
 
+  /** This process changed the tenant's migrations: its next run reads its record and pending state again. */
+  #recheckMigrations(slug: string): void {
+    this.#pendingWarned.delete(slug);
+    const cached = this.#cache.peek(slug);
+    if (cached !== undefined) cached.checkedAt = 0;
+  }
+
+  /** With pendingMigrations other than 'serve': whether the tenant's ledger lacks migrations of the code. */
+  async #isPending(slug: string): Promise<boolean> {
+    if (this.#options.pendingMigrations === 'serve') return false;
+    return this.#ledger.isPending(this.#shared!, slug, this.#tenantMigrationNames);
+  }
+
+  /** A served tenant has migrations pending: refuse it, or warn once (until it is migrated), by the pendingMigrations option. */
+  #onPendingMigrations(slug: string): void {
+    if (this.#options.pendingMigrations === 'refuse') {
+      throw new TenantMigrationPendingError(slug, Math.max(1, Math.ceil(this.#options.tenantRecordTtlMs / 1000)));
+    }
+    if (this.#pendingWarned.has(slug)) return;
+    this.#pendingWarned.add(slug);
+    process.emitWarning(
+      `typeorm-tenants: tenant "${slug}" is served with tenant migrations pending (pendingMigrations: 'warn'); apply them with typeorm-tenants migrate.`,
+      'TenancyMigrationWarning',
+    );
+  }
+
   /** Cache miss: read the registry, then build the tenant's DataSource. */
   async #openTenant(slug: string): Promise<CachedTenant> {
     const record = await this.#registry.find(this.#shared!, slug);
     if (record === undefined) throw new TenantNotFoundError(slug);
     if (record.status !== 'active') throw notServedError(slug, record.status);
+    const pending = await this.#isPending(slug);
     const role = this.#options.isolation === 'role' ? this.#roleOf(record.schemaName) : undefined;
     const fence: DropFence = { slug, dropped: false };
     const dataSource = await this.#buildTenantDataSource(record.schemaName, {
@@ -933,7 +990,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     let fences = this.#fences.get(record.schemaName);
     if (fences === undefined) this.#fences.set(record.schemaName, (fences = new Set()));
     fences.add(fence);
-    return { dataSource, fence, record, checkedAt: Date.now(), runState: { owner: this, tenant: record, dataSource } };
+    return { dataSource, fence, record, pending, checkedAt: Date.now(), runState: { owner: this, tenant: record, dataSource } };
   }
 
   /**
@@ -944,7 +1001,12 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    */
   async #refuseSharedTablesInTenants(runner: SqlRunner): Promise<void> {
     const shared = this.#shared!.entityMetadatas.filter((metadata) => metadata.tableType !== 'entity-child');
-    const found = await this.#registry.tenantsHoldingTables(runner, shared.map((metadata) => metadata.tableName));
+    // Only tenants with every tenant migration applied: a pending one may be what moves the table out (to the shared schema).
+    const found = await this.#ledger.upToDateTenantsHoldingTables(
+      runner,
+      shared.map((metadata) => metadata.tableName),
+      this.#tenantMigrationNames,
+    );
     if (found.length === 0) return;
     const entityOf = (table: string): string => shared.find((metadata) => metadata.tableName === table)?.name ?? table;
     throw new TenancyConfigurationError(
@@ -962,7 +1024,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const dataSource = await this.#buildTenantDataSource(throwaway);
     let missing: MissingTenantTable[];
     try {
-      missing = await missingTenantTables(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway), this.#partition!.tenantEntities);
+      missing = await missingTenantTables(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway));
     } finally {
       await dataSource.destroy();
     }
@@ -974,11 +1036,31 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     );
   }
 
-  /** The extensions the entities of both kinds need (TypeORM's rules), read from a throwaway DataSource with all of them. */
-  async #requiredExtensions(): Promise<string[]> {
+  /**
+   * Reads the whole model from a throwaway DataSource with the entities of
+   * both kinds: refuses a table name that a tenant entity and a shared one
+   * both map (a foreign key written without a schema could not tell them
+   * apart), and returns the extensions the entities need (TypeORM's rules),
+   * or none when `installExtensions` is off.
+   */
+  async #checkModel(installExtensions: boolean): Promise<string[]> {
     const all = await this.#buildTenantDataSource(UNQUALIFIED_SCHEMA_SENTINEL);
     try {
-      return await requiredExtensions(all);
+      const shared = new Set(this.#partition!.sharedEntities);
+      const tenantTables = new Map<string, string>();
+      for (const metadata of all.entityMetadatas) {
+        if (metadata.schema === UNQUALIFIED_SCHEMA_SENTINEL) tenantTables.set(metadata.tableName, metadata.name);
+      }
+      for (const metadata of all.entityMetadatas) {
+        const tenant = tenantTables.get(metadata.tableName);
+        if (shared.has(metadata.target as Function) && tenant !== undefined) {
+          throw new TenancyConfigurationError(
+            `Tenant entity ${tenant} and shared entity ${metadata.name} both map the table "${metadata.tableName}": ` +
+              'foreign keys and raw SQL written without a schema could not tell them apart. Rename one of the tables.',
+          );
+        }
+      }
+      return installExtensions ? await requiredExtensions(all) : [];
     } finally {
       await all.destroy();
     }
@@ -1130,6 +1212,8 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     seed: options.seed,
     isolation: isolationOf(options.isolation),
     checkEntities: options.checkEntities === true,
+    pendingMigrations: pendingMigrationsOf(options.pendingMigrations),
+    migrationGuard: validateMigrationGuard(options.migrationGuard),
     warmPool: options.warmPool === undefined ? undefined : Object.freeze({ size: positiveInteger(options.warmPool.size, 'warmPool.size') }),
     onBackgroundError:
       options.onBackgroundError ??
@@ -1169,6 +1253,11 @@ function nonNegative(value: unknown, option: string): number {
 
 function notServedError(slug: string, status: string): TenantNotActiveError {
   return status === 'suspended' ? new TenantSuspendedError(slug) : new TenantNotActiveError(slug, status);
+}
+
+function pendingMigrationsOf(value: unknown): 'serve' | 'warn' | 'refuse' {
+  if (value === undefined || value === 'serve' || value === 'warn' || value === 'refuse') return value ?? 'serve';
+  throw new TenancyConfigurationError(`Option "pendingMigrations" must be 'serve', 'warn' or 'refuse'; got ${JSON.stringify(value)}.`);
 }
 
 function isolationOf(value: unknown): 'schema' | 'role' {

@@ -14,6 +14,7 @@ import {
 import type { LedgerScopeTenant, MigrationLedger } from './migration-ledger';
 import { inMigrationOrder } from './migration-list';
 import { MigrationFailure, applyPendingMigrations, undoLastMigration } from './schema-migrator';
+import type { MigrationGuardMode } from './migration-guard';
 
 /** Options of `migrateTenants()` and `revertTenants()`. */
 export interface FleetMigrationOptions extends FleetRunOptions {
@@ -41,6 +42,8 @@ export interface SchemaAccess {
   /** Names of the tenant migrations of the code, in the order TypeORM runs them (by timestamp). */
   readonly tenantMigrationNames: readonly string[];
   readonly defaultConcurrency: number;
+  /** Keeps each tenant's migrations (and reverts) inside its schema. */
+  readonly migrationGuard: MigrationGuardMode;
   /** A fresh DataSource bound to `schemaName` over the shared pool; the caller destroys it. */
   buildTenantDataSource(schemaName: string): Promise<DataSource>;
   /** Runs `work` in a transaction holding the advisory lock `lockName`. */
@@ -155,7 +158,7 @@ export class FleetMigrator {
 
   #migrateOne(slug: string, schemaName: string): Promise<FleetTenantResult> {
     return this.#inTenantSchema(slug, schemaName, 'migrated', (dataSource, runner) =>
-      applyPendingMigrations(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName)),
+      applyPendingMigrations(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName), { guard: this.#access.migrationGuard }),
     );
   }
 
@@ -165,7 +168,9 @@ export class FleetMigrator {
       schemaName,
       'reverted',
       async (dataSource, runner) => {
-        const undone = await undoLastMigration(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName));
+        const undone = await undoLastMigration(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName), {
+          guard: this.#access.migrationGuard,
+        });
         return undone === undefined ? [] : [undone];
       },
       throwOnFailure,

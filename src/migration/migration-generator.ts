@@ -25,31 +25,14 @@ export interface SchemaChanges {
  * transaction, and see nothing). Shared entities, present on the DataSource
  * for relations, are not synchronized.
  */
-export async function tenantSchemaChanges(
-  dataSource: DataSource,
-  throwawaySchema: string,
-  searchPath: readonly string[],
-  sharedEntities: readonly Function[],
-): Promise<SchemaChanges> {
+export async function tenantSchemaChanges(dataSource: DataSource, throwawaySchema: string, searchPath: readonly string[]): Promise<SchemaChanges> {
   return atMigrationHead(dataSource, throwawaySchema, searchPath, async (runner) => {
-    const shared = new Set(sharedEntities);
+    // Only the tenant side is diffed: shared entities and the junction and
+    // closure tables they own live in the shared schema.
     for (const metadata of dataSource.entityMetadatas) {
-      if (shared.has(metadata.target as Function)) metadata.synchronize = false;
+      if (!isTenantSide(metadata, throwawaySchema)) metadata.synchronize = false;
     }
-    // TypeORM writes `ALTER TYPE ... ADD VALUE` for a new enum value on
-    // PostgreSQL 12+ (the driver's only use of the version once connected).
-    // A value added so cannot be used in the transaction that added it
-    // (55P04), and createTenant runs every migration, and the seed hook, in
-    // one transaction: below 12 it writes the recreate-the-type form.
-    const driver = dataSource.driver as PostgresDriver;
-    const version = driver.version;
-    driver.version = '11.0';
-    let changes: SchemaChanges;
-    try {
-      changes = await logOnRunner(dataSource, runner);
-    } finally {
-      driver.version = version;
-    }
+    const changes = await withRecreatedEnums(dataSource, () => logOnRunner(dataSource, runner));
     return {
       up: changes.up.map((statement) => schemaAgnostic(statement, throwawaySchema)),
       down: changes.down.map((statement) => schemaAgnostic(statement, throwawaySchema)),
@@ -68,21 +51,16 @@ export interface MissingTenantTable {
  * schema at the head of the tenant migrations, built as for
  * `tenantSchemaChanges` and rolled back.
  */
-export async function missingTenantTables(
-  dataSource: DataSource,
-  throwawaySchema: string,
-  searchPath: readonly string[],
-  tenantEntities: readonly Function[],
-): Promise<MissingTenantTable[]> {
+export async function missingTenantTables(dataSource: DataSource, throwawaySchema: string, searchPath: readonly string[]): Promise<MissingTenantTable[]> {
   return atMigrationHead(dataSource, throwawaySchema, searchPath, async (runner) => {
     const rows = (await runner.query(
       `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`,
       [throwawaySchema],
     )) as Array<{ name: string }>;
     const present = new Set(rows.map((row) => row.name));
-    const tenant = new Set(tenantEntities);
+    // Junction and closure tables included: they are the tenant's too.
     return dataSource.entityMetadatas
-      .filter((metadata) => tenant.has(metadata.target as Function) && metadata.tableType !== 'entity-child' && !present.has(metadata.tableName))
+      .filter((metadata) => isTenantSide(metadata, throwawaySchema) && metadata.tableType !== 'entity-child' && !present.has(metadata.tableName))
       .map((metadata) => ({ entity: metadata.name, table: metadata.tableName }));
   });
 }
@@ -114,11 +92,36 @@ async function atMigrationHead<T>(
 
 /** The changes that bring the shared schema to the shared entities (the shared DataSource qualifies every object with it). */
 export async function sharedSchemaChanges(sharedDataSource: DataSource): Promise<SchemaChanges> {
-  const memory = await sharedDataSource.driver.createSchemaBuilder().log();
+  // initialize() runs every shared migration in one transaction too.
+  const memory = await withRecreatedEnums(sharedDataSource, () => sharedDataSource.driver.createSchemaBuilder().log());
   return {
     up: memory.upQueries.map((query) => ({ sql: query.query, parameters: query.parameters })),
     down: [...memory.downQueries].reverse().map((query) => ({ sql: query.query, parameters: query.parameters })),
   };
+}
+
+/** A table of the tenant side: tenant entities and their junction and closure tables, all in the DataSource's (throwaway) schema. */
+function isTenantSide(metadata: { readonly schema?: string }, throwawaySchema: string): boolean {
+  return metadata.schema === throwawaySchema;
+}
+
+/**
+ * TypeORM writes `ALTER TYPE ... ADD VALUE` for a new enum value on
+ * PostgreSQL 12+ (the driver's only use of the version once connected). A
+ * value added so cannot be used in the transaction that added it (55P04),
+ * and the library runs migrations in one transaction (createTenant with its
+ * seed hook, initialize() for shared ones): claiming 11 while `work` runs
+ * makes TypeORM write the recreate-the-type form.
+ */
+async function withRecreatedEnums<T>(dataSource: DataSource, work: () => Promise<T>): Promise<T> {
+  const driver = dataSource.driver as PostgresDriver;
+  const version = driver.version;
+  driver.version = '11.0';
+  try {
+    return await work();
+  } finally {
+    driver.version = version;
+  }
 }
 
 /** Runs the schema builder's `log()` on `runner` (inside its open transaction), leaving the runner open. */

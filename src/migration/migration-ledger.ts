@@ -99,6 +99,39 @@ export class MigrationLedger {
    * Makes the tenant's ledger rows equal to the names in its own migrations
    * table. Run it in the transaction that changed that table.
    */
+  /**
+   * Registered tenants with every one of `known` applied whose schema holds a
+   * relation named like one of `tableNames` (one catalog query), at most
+   * `limit`.
+   */
+  async upToDateTenantsHoldingTables(
+    sql: SqlRunner,
+    tableNames: readonly string[],
+    known: readonly string[],
+    limit = 5,
+  ): Promise<Array<{ slug: string; table: string }>> {
+    if (tableNames.length === 0) return [];
+    return sql.query(
+      `SELECT t.slug, c.relname AS "table" FROM ${this.#registry} t
+         JOIN pg_namespace n ON n.nspname = t.schema_name
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+        WHERE c.relname = ANY($1::text[])
+          AND (SELECT count(*) FROM ${this.#table} l WHERE l.slug = t.slug AND l.name = ANY($2::text[])) >= $3
+        ORDER BY t.slug, c.relname LIMIT $4`,
+      [tableNames, known, new Set(known).size, limit],
+    );
+  }
+
+  /** True when the ledger lacks one of `known` for the tenant (one indexed query). */
+  async isPending(sql: SqlRunner, slug: string, known: readonly string[]): Promise<boolean> {
+    if (known.length === 0) return false;
+    const [row] = (await sql.query(`SELECT count(*)::int AS applied FROM ${this.#table} WHERE slug = $1 AND name = ANY($2::text[])`, [
+      slug,
+      known,
+    ])) as Array<{ applied: number }>;
+    return row!.applied < new Set(known).size;
+  }
+
   async syncTenant(sql: SqlRunner, slug: string, schemaName: string, options: { readonly newTenant?: boolean } = {}): Promise<void> {
     const migrations = `${quoteIdent(schemaName)}.${this.#migrationsTable}`;
     // A tenant created in this transaction has no ledger rows to remove.

@@ -1,5 +1,6 @@
 import { MigrationExecutor, type DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import { quoteIdentList } from '../naming/quote-ident';
+import { ARM_GUARD_SQL, CATALOG_PREPARE_SQL, CATALOG_RESTORE_SQL, DISARM_GUARD_SQL, checkCatalog, guardErrorOf, type MigrationGuardMode } from './migration-guard';
 
 /** A migration failed; `migration` names it. The original error is the `cause`. */
 export class MigrationFailure extends Error {
@@ -9,6 +10,17 @@ export class MigrationFailure extends Error {
   ) {
     super(`Migration ${migration ?? '(before the first migration)'} failed`, { cause });
   }
+}
+
+/** How one run of migrations goes. */
+export interface MigrationRunOptions {
+  /** The schema was created by this very transaction (see `skipFirstMigrationsTableCheck`). */
+  readonly freshSchema?: boolean;
+  /**
+   * Tenant migrations: the `migrationGuard` that keeps them inside the schema
+   * being migrated (`searchPath[0]`). Shared migrations leave it out (no check).
+   */
+  readonly guard?: MigrationGuardMode;
 }
 
 /**
@@ -24,6 +36,10 @@ export class MigrationFailure extends Error {
  * the schema being migrated, and TypeORM's unqualified references to shared
  * tables resolve to the shared schema listed after it.
  *
+ * With `guard`, every migration is kept inside `searchPath[0]`: a migration
+ * that creates, alters (or, with event triggers, drops) an object elsewhere
+ * fails with a `MigrationOutsideTenantError` as the cause.
+ *
  * Throws `MigrationFailure` naming the migration that failed; the caller rolls
  * back.
  */
@@ -31,12 +47,13 @@ export async function applyPendingMigrations(
   dataSource: DataSource,
   queryRunner: QueryRunner,
   searchPath: readonly string[],
-  options: { readonly freshSchema?: boolean } = {},
+  options: MigrationRunOptions = {},
 ): Promise<string[]> {
-  const executor = await prepareExecutor(dataSource, queryRunner, searchPath);
+  const guard = options.guard ?? 'off';
+  const executor = await prepareExecutor(dataSource, queryRunner, searchPath, guard);
   const restore = options.freshSchema === true ? skipFirstMigrationsTableCheck(queryRunner, executor) : undefined;
   try {
-    return await withMigrationTracking(dataSource, 'up', async () => {
+    return await withMigrationTracking(dataSource, queryRunner, 'up', searchPath[0]!, guard, async () => {
       const applied = await executor.executePendingMigrations();
       return applied.map((m) => m.name);
     });
@@ -70,16 +87,19 @@ function skipFirstMigrationsTableCheck(queryRunner: QueryRunner, executor: Migra
 /**
  * Undoes the last applied migration of `dataSource`'s schema inside the open
  * transaction of `queryRunner`, with the same search_path rule as
- * `applyPendingMigrations`. Returns the name undone, or `undefined` when
- * nothing was applied.
+ * `applyPendingMigrations`, and its `guard` (an unqualified `DROP` in a
+ * `down()` resolves to the shared schema when the tenant lacks the object).
+ * Returns the name undone, or `undefined` when nothing was applied.
  */
 export async function undoLastMigration(
   dataSource: DataSource,
   queryRunner: QueryRunner,
   searchPath: readonly string[],
+  options: Pick<MigrationRunOptions, 'guard'> = {},
 ): Promise<string | undefined> {
-  const executor = await prepareExecutor(dataSource, queryRunner, searchPath);
-  return withMigrationTracking(dataSource, 'down', async () => {
+  const guard = options.guard ?? 'off';
+  const executor = await prepareExecutor(dataSource, queryRunner, searchPath, guard);
+  return withMigrationTracking(dataSource, queryRunner, 'down', searchPath[0]!, guard, async () => {
     const before = await executor.getExecutedMigrations();
     if (before.length === 0) return undefined;
     await executor.undoLastMigration();
@@ -88,15 +108,27 @@ export async function undoLastMigration(
   });
 }
 
+/** `'catalog'`: the JIT setting of each runner's transaction before the migrations turned it off. */
+const jitToRestore = new WeakMap<QueryRunner, string>();
+
 async function prepareExecutor(
   dataSource: DataSource,
   queryRunner: QueryRunner,
   searchPath: readonly string[],
+  guard: MigrationGuardMode,
 ): Promise<MigrationExecutor> {
   if (!queryRunner.isTransactionActive) {
     throw new Error('Schema migrations need a query runner with an open transaction.');
   }
-  await queryRunner.query(`SET LOCAL search_path TO ${quoteIdentList(searchPath)}`);
+  if (guard === 'event-trigger') {
+    // One round trip, as without the guard: the search path and the setting that arms the event triggers.
+    await queryRunner.query(ARM_GUARD_SQL, [quoteIdentList(searchPath), searchPath[0]]);
+  } else if (guard === 'catalog') {
+    const [{ jit }]: Array<{ jit: string }> = await queryRunner.query(CATALOG_PREPARE_SQL, [quoteIdentList(searchPath)]);
+    jitToRestore.set(queryRunner, jit);
+  } else {
+    await queryRunner.query(`SET LOCAL search_path TO ${quoteIdentList(searchPath)}`);
+  }
   const executor = new MigrationExecutor(dataSource, queryRunner);
   executor.transaction = 'all';
   return executor;
@@ -106,9 +138,19 @@ async function prepareExecutor(
  * Runs `work` while each migration's `direction` method records its name, so
  * that a failure can say which migration failed (the executor does not).
  * Wraps the methods of this DataSource's own migration instances and restores
- * them after.
+ * them after. With the `'catalog'` guard each migration is checked as soon as
+ * it returns, in its transaction, so the failure names it; with
+ * `'event-trigger'` the trigger's error becomes the same typed error, and the
+ * triggers are disarmed once the migrations are done.
  */
-async function withMigrationTracking<T>(dataSource: DataSource, direction: 'up' | 'down', work: () => Promise<T>): Promise<T> {
+async function withMigrationTracking<T>(
+  dataSource: DataSource,
+  queryRunner: QueryRunner,
+  direction: 'up' | 'down',
+  schemaName: string,
+  guard: MigrationGuardMode,
+  work: () => Promise<T>,
+): Promise<T> {
   // TypeORM reads the migrations table with a QueryBuilder: with the query
   // result cache's alwaysEnabled it would answer from an entry stored before
   // these migrations ran (and run them twice). Migrations never use it.
@@ -121,18 +163,28 @@ async function withMigrationTracking<T>(dataSource: DataSource, direction: 'up' 
     const instance = migration as MigrationInterface;
     const original = instance[direction];
     const name = instance.name ?? instance.constructor.name;
-    instance[direction] = (runner: QueryRunner) => {
-      current = name;
-      return original.call(instance, runner);
-    };
+    instance[direction] =
+      guard === 'catalog'
+        ? async (runner: QueryRunner) => {
+            current = name;
+            await original.call(instance, runner);
+            await checkCatalog(runner, schemaName, name);
+          }
+        : (runner: QueryRunner) => {
+            current = name;
+            return original.call(instance, runner);
+          };
     restore.push(() => {
       instance[direction] = original;
     });
   }
   try {
-    return await work();
+    const result = await work();
+    if (guard === 'event-trigger') await queryRunner.query(DISARM_GUARD_SQL);
+    if (guard === 'catalog') await queryRunner.query(CATALOG_RESTORE_SQL, [jitToRestore.get(queryRunner) ?? 'on']);
+    return result;
   } catch (error) {
-    throw new MigrationFailure(current, error);
+    throw new MigrationFailure(current, (guard === 'event-trigger' ? guardErrorOf(error, current, schemaName) : undefined) ?? error);
   } finally {
     for (const undo of restore) undo();
     writable.queryResultCache = resultCache;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { applyPendingMigrations } from '../migration/schema-migrator';
+import type { MigrationGuardMode } from '../migration/migration-guard';
 import { LIBRARY_SCHEMA_PREFIX } from '../naming/tenant-slug';
 import type { SearchPaths } from '../naming/search-paths';
 import { quoteIdent } from '../naming/quote-ident';
@@ -18,8 +19,12 @@ export interface WarmPoolAccess {
   readonly sharedSchema: string;
   /** The search path of each spare's migrations. */
   readonly searchPaths: SearchPaths;
+  /** TypeORM's metadata table (`metadataTableName`, default `typeorm_metadata`), whose rows name their schema. */
+  readonly metadataTableName: string;
   /** Names of the tenant migrations of the code. */
   readonly tenantMigrationNames: readonly string[];
+  /** Keeps each spare's migrations inside its schema. */
+  readonly migrationGuard: MigrationGuardMode;
   buildTenantDataSource(schemaName: string): Promise<DataSource>;
   inLockedTransaction<T>(dataSource: DataSource, lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T>;
   /** True while the manager serves; the refill loop stops when it turns false. */
@@ -80,6 +85,10 @@ export class WarmPool {
     const spare = rows[0]?.schema_name;
     if (spare === undefined) return false;
     await runner.query(`ALTER SCHEMA ${quoteIdent(spare)} RENAME TO ${quoteIdent(schemaName)}`);
+    // TypeORM's metadata rows (views, generated columns) name the schema they were made in: the spare's until now.
+    const metadata = `${quoteIdent(schemaName)}.${quoteIdent(this.#access.metadataTableName)}`;
+    const [{ exists }] = (await runner.query(`SELECT to_regclass($1) IS NOT NULL AS exists`, [metadata])) as Array<{ exists: boolean }>;
+    if (exists) await runner.query(`UPDATE ${metadata} SET "schema" = $2 WHERE "schema" = $1`, [spare, schemaName]);
     return true;
   }
 
@@ -156,7 +165,10 @@ export class WarmPool {
         const { total } = await this.count(runner);
         if (total >= this.#size) return false;
         await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
-        const applied = await applyPendingMigrations(dataSource, runner, access.searchPaths.tenantMigration(schemaName), { freshSchema: true });
+        const applied = await applyPendingMigrations(dataSource, runner, access.searchPaths.tenantMigration(schemaName), {
+          freshSchema: true,
+          guard: access.migrationGuard,
+        });
         await runner.query(`INSERT INTO ${this.#table} (schema_name, applied) VALUES ($1, $2)`, [schemaName, applied]);
         return true;
       });
@@ -173,7 +185,7 @@ export class WarmPool {
         // Claimed meanwhile: nothing to do.
         const rows: unknown[] = await runner.query(`SELECT 1 FROM ${this.#table} WHERE schema_name = $1 FOR UPDATE`, [schemaName]);
         if (rows.length === 0) return;
-        const applied = await applyPendingMigrations(dataSource, runner, access.searchPaths.tenantMigration(schemaName));
+        const applied = await applyPendingMigrations(dataSource, runner, access.searchPaths.tenantMigration(schemaName), { guard: access.migrationGuard });
         await runner.query(`UPDATE ${this.#table} SET applied = applied || $2::text[] WHERE schema_name = $1`, [schemaName, applied]);
       });
     } finally {

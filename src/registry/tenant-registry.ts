@@ -76,18 +76,6 @@ export class TenantRegistry {
     return rows.length === 0 ? undefined : toRecord(rows[0]!);
   }
 
-  /** Registered tenants whose schema holds a relation named like one of `tableNames` (one catalog query), at most `limit`. */
-  async tenantsHoldingTables(sql: SqlRunner, tableNames: readonly string[], limit = 5): Promise<Array<{ slug: string; table: string }>> {
-    if (tableNames.length === 0) return [];
-    return sql.query(
-      `SELECT t.slug, c.relname AS "table" FROM ${this.#table} t
-         JOIN pg_namespace n ON n.nspname = t.schema_name
-         JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-        WHERE c.relname = ANY($1::text[]) ORDER BY t.slug, c.relname LIMIT $2`,
-      [tableNames, limit],
-    );
-  }
-
   /** The tenants whose schema is one of `schemaNames`. */
   async holdingSchemas(sql: SqlRunner, schemaNames: readonly string[]): Promise<TenantRecord[]> {
     const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} WHERE schema_name = ANY($1::text[]) ORDER BY slug`, [schemaNames]);

