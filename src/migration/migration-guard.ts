@@ -45,8 +45,8 @@ export const GUARD_SETTING = 'typeorm_tenants.migrating';
 export const GUARD_SQLSTATE = 'TT001';
 
 // Versioned names: a new body gets a new function, and initialize() sees the old triggers as missing.
-const DDL_FUNCTION = 'ddl_command_end_v2';
-const DROP_FUNCTION = 'sql_drop_v2';
+const DDL_FUNCTION = 'ddl_command_end_v3';
+const DROP_FUNCTION = 'sql_drop_v3';
 const DDL_TRIGGER = `${LIBRARY_SCHEMA_PREFIX}guard_ddl`;
 const DROP_TRIGGER = `${LIBRARY_SCHEMA_PREFIX}guard_drop`;
 
@@ -70,6 +70,23 @@ DECLARE
 BEGIN
   IF target IS NULL OR target = '' THEN RETURN; END IF;
   FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    -- Moving an object between schemas: the command reports only where it went, so one taken from
+    -- the shared schema or another tenant would look like the tenant's own. No tenant migration needs it.
+    IF r.command_tag LIKE 'ALTER %' AND current_query() ~* '\\mSET\\s+SCHEMA\\M' THEN
+      RAISE EXCEPTION USING ERRCODE = '${GUARD_SQLSTATE}',
+        MESSAGE = format('%s ... SET SCHEMA on %s %s, refused by typeorm-tenants: a tenant migration may not move objects between schemas', r.command_tag, r.object_type, r.object_identity),
+        DETAIL = json_build_object('action', r.command_tag || ' SET SCHEMA', 'kind', r.object_type, 'schema', r.schema_name, 'identity', r.object_identity)::text,
+        HINT = 'Create the object in the tenant instead; shared objects belong in sharedMigrations.';
+    END IF;
+    -- A tenant table that is a partition or a child of a table outside the tenant puts its rows there.
+    IF r.classid = 'pg_class'::regclass AND EXISTS (
+         SELECT 1 FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace
+          WHERE i.inhrelid = r.objid AND n.nspname <> target) THEN
+      RAISE EXCEPTION USING ERRCODE = '${GUARD_SQLSTATE}',
+        MESSAGE = format('%s on %s %s makes it a partition or child of a table outside the tenant schema %I, refused by typeorm-tenants', r.command_tag, r.object_type, r.object_identity, target),
+        DETAIL = json_build_object('action', r.command_tag || ' (PARTITION OF / INHERITS)', 'kind', r.object_type, 'schema', r.schema_name, 'identity', r.object_identity)::text,
+        HINT = 'A tenant table may only inherit from, or be a partition of, a tenant table.';
+    END IF;
     IF r.schema_name IS NOT NULL THEN
       CONTINUE WHEN r.schema_name = target OR r.schema_name IN ('pg_temp', 'pg_toast') OR r.schema_name ~ '^pg_(toast_)?temp_';
     ELSIF r.object_type = 'schema' THEN
@@ -126,7 +143,7 @@ export async function ensureMigrationGuard(sql: SqlRunner, mode: MigrationGuardM
   const [{ installed }]: Array<{ installed: number }> = await sql.query(
     `SELECT count(*)::int AS installed
        FROM pg_event_trigger e JOIN pg_proc p ON p.oid = e.evtfoid JOIN pg_namespace n ON n.oid = p.pronamespace
-      WHERE e.evtenabled <> 'D' AND n.nspname = $1
+      WHERE e.evtenabled = 'A' AND n.nspname = $1
         AND ((e.evtname = $2 AND e.evtevent = 'ddl_command_end' AND p.proname = $3)
           OR (e.evtname = $4 AND e.evtevent = 'sql_drop' AND p.proname = $5))`,
     [GUARD_SCHEMA, DDL_TRIGGER, DDL_FUNCTION, DROP_TRIGGER, DROP_FUNCTION],
@@ -148,6 +165,9 @@ export async function ensureMigrationGuard(sql: SqlRunner, mode: MigrationGuardM
     await sql.query(`DROP EVENT TRIGGER IF EXISTS "${DROP_TRIGGER}"`);
     await sql.query(`CREATE EVENT TRIGGER "${DDL_TRIGGER}" ON ddl_command_end EXECUTE FUNCTION ${schema}."${DDL_FUNCTION}"()`);
     await sql.query(`CREATE EVENT TRIGGER "${DROP_TRIGGER}" ON sql_drop EXECUTE FUNCTION ${schema}."${DROP_FUNCTION}"()`);
+    // ALWAYS: they fire under session_replication_role = replica too, which a migration could otherwise set to pass.
+    await sql.query(`ALTER EVENT TRIGGER "${DDL_TRIGGER}" ENABLE ALWAYS`);
+    await sql.query(`ALTER EVENT TRIGGER "${DROP_TRIGGER}" ENABLE ALWAYS`);
   } catch (error) {
     if (sqlStateOf(error) !== '42501') throw error;
     throw new TenancyConfigurationError(
@@ -332,6 +352,25 @@ found AS (
     FROM pg_extension x, me WHERE ${ours('x.xmin')}
 )
 SELECT DISTINCT kind, schema, name, parent, rank FROM found ORDER BY rank, schema, name LIMIT 20`;
+
+/**
+ * `'event-trigger'`, after each migration: the guard is still armed for
+ * `schemaName` and ordinary replication role is in force. A migration that
+ * disarmed it (`set_config`, `RESET ALL`), aimed it at another schema, or set
+ * `session_replication_role` is refused. (One that disarms, does its damage
+ * and re-arms cannot be caught from the same session: the guard is against
+ * mistakes, not against a hostile migration.)
+ *
+ * @throws MigrationOutsideTenantError naming the migration and the setting.
+ */
+export async function checkArmed(sql: SqlRunner, schemaName: string, migration: string): Promise<void> {
+  const [row] = (await sql.query(
+    `SELECT current_setting('${GUARD_SETTING}', true) AS armed, current_setting('session_replication_role') AS replication`,
+  )) as Array<{ armed: string | null; replication: string }>;
+  if (row!.armed === schemaName && row!.replication === 'origin') return;
+  const setting = row!.armed === schemaName ? 'session_replication_role' : GUARD_SETTING;
+  throw new MigrationOutsideTenantError(migration, schemaName, 'changed', [{ kind: 'setting', schema: null, name: setting }]);
+}
 
 /**
  * `'catalog'`: after migration `migration` ran in the open transaction of

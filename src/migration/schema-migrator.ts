@@ -1,6 +1,6 @@
 import { MigrationExecutor, type DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import { quoteIdentList } from '../naming/quote-ident';
-import { ARM_GUARD_SQL, CATALOG_PREPARE_SQL, CATALOG_RESTORE_SQL, DISARM_GUARD_SQL, checkCatalog, guardErrorOf, type MigrationGuardMode } from './migration-guard';
+import { ARM_GUARD_SQL, CATALOG_PREPARE_SQL, CATALOG_RESTORE_SQL, DISARM_GUARD_SQL, checkArmed, checkCatalog, guardErrorOf, type MigrationGuardMode } from './migration-guard';
 
 /** A migration failed; `migration` names it. The original error is the `cause`. */
 export class MigrationFailure extends Error {
@@ -170,10 +170,17 @@ async function withMigrationTracking<T>(
             await original.call(instance, runner);
             await checkCatalog(runner, schemaName, name);
           }
-        : (runner: QueryRunner) => {
-            current = name;
-            return original.call(instance, runner);
-          };
+        : guard === 'event-trigger'
+          ? async (runner: QueryRunner) => {
+              current = name;
+              await original.call(instance, runner);
+              // The migration may not have disarmed or re-aimed the guard (set_config, RESET ALL) on its way.
+              await checkArmed(runner, schemaName, name);
+            }
+          : (runner: QueryRunner) => {
+              current = name;
+              return original.call(instance, runner);
+            };
     restore.push(() => {
       instance[direction] = original;
     });

@@ -1,10 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { expect } from 'chai';
-import ts from 'typescript';
-import { tenantContext, type GeneratedMigration, type TenantDataSourceManager } from '../../src';
+import { tenantContext, type TenantDataSourceManager } from '../../src';
 import { adminQuery, openManager } from '../support/fixtures';
+import { loadGenerated, removeGenerated } from './load-generated';
 import { schemaOf } from '../support/legacy-public-client';
 import { GenInvoice, GenInvoiceTotals, GenInvoiceV2, GenLabel, GenPlan, InvoiceStatus, InvoiceStatusV2 } from './generate-model';
 
@@ -16,26 +14,6 @@ import { GenInvoice, GenInvoiceTotals, GenInvoiceV2, GenLabel, GenPlan, InvoiceS
  * back as it was). Each test has its own shared schema and registry.
  */
 
-const scratch = resolve(__dirname, '..', '..', '.tmp', 'generated-migrations');
-
-/** Loads a generated migration the way a user's build would: JavaScript required as is, TypeScript transpiled first. */
-function load(migration: GeneratedMigration): Function {
-  mkdirSync(scratch, { recursive: true });
-  let source = migration.source;
-  let file = join(scratch, `${randomBytes(4).toString('hex')}-${migration.fileName}`);
-  if (file.endsWith('.ts')) {
-    const output = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 }, reportDiagnostics: true });
-    expect(output.diagnostics ?? [], 'the TypeScript source is valid').to.deep.equal([]);
-    source = output.outputText;
-    file = file.replace(/\.ts$/, '.js');
-  }
-  writeFileSync(file, source);
-  // CommonJS JavaScript exports the class itself (module.exports = class ...); TypeScript a named export.
-  const exported = require(file) as Function | Record<string, Function>;
-  const migrationClass = typeof exported === 'function' ? exported : exported[migration.className];
-  expect(migrationClass, `the file exports ${migration.className}`).to.be.a('function');
-  return migrationClass!;
-}
 
 /** Relations, types and indexes of a schema: what the round trip compares. */
 async function schemaShape(schema: string): Promise<string[]> {
@@ -64,7 +42,7 @@ describe('migration:generate (API): tenant migrations that are right for every t
   after(async () => {
     await adminQuery(`DROP SCHEMA IF EXISTS "${sharedSchema}" CASCADE`);
     for (const slug of ['gen_a', 'gen_b', 'gen_c', 'gen_d']) await adminQuery(`DROP SCHEMA IF EXISTS "${slug}_${token}" CASCADE`);
-    rmSync(scratch, { recursive: true, force: true });
+    removeGenerated();
   });
 
   it('round trip: generate shared and tenant migrations, apply to tenants old and new, nothing left to generate, revert to the schema before', async () => {
@@ -76,7 +54,7 @@ describe('migration:generate (API): tenant migrations that are right for every t
     expect(shared!.fileName).to.equal('1800000000000-CreatePlan.js');
     expect(shared!.up.map((s) => s.sql).join('\n')).to.contain(`CREATE TABLE "${sharedSchema}"."gen_plan"`);
     await bootstrap.destroy();
-    const sharedMigration = load(shared!);
+    const sharedMigration = loadGenerated(shared!);
 
     const before = await openManager(options([], [sharedMigration]));
     const [a, b] = [`gen-a-${token}`, `gen-b-${token}`];
@@ -104,7 +82,7 @@ describe('migration:generate (API): tenant migrations that are right for every t
     expect(await adminQuery(`SELECT nspname FROM pg_namespace WHERE nspname LIKE 'typeorm\\_tenants\\_gen\\_%'`)).to.deep.equal([]);
     await before.destroy();
 
-    const tenantMigration = load(tenant!); // TypeScript, transpiled
+    const tenantMigration = loadGenerated(tenant!); // TypeScript, transpiled
     const manager: TenantDataSourceManager = await openManager(options([tenantMigration], [sharedMigration]));
     const report = await manager.migrateTenants();
     expect(report.results.map((r) => [r.slug, r.status])).to.deep.include([a, 'migrated']);
@@ -156,7 +134,7 @@ describe('migration:generate (API): tenant migrations that are right for every t
     expect(secondSql).not.to.contain('ADD VALUE');
     expect(secondSql).not.to.match(/typeorm_tenants_gen_|"public"\./);
     await next.destroy();
-    const secondMigration = load(second!);
+    const secondMigration = loadGenerated(second!);
     const upgraded = await openManager({ ...options([tenantMigration, secondMigration], [sharedMigration]), entities: [GenPlan, GenLabel, GenInvoiceV2, GenInvoiceTotals] });
     const upgrade = await upgraded.migrateTenants();
     expect(upgrade.results.filter((r) => r.status === 'migrated').map((r) => r.slug).sort()).to.deep.equal([a, b, c].sort());

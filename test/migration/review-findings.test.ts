@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
-import ts from 'typescript';
 import {
   Column,
   Entity,
@@ -18,9 +17,10 @@ import {
   type QueryRunner,
   type Relation,
 } from 'typeorm';
-import { TenantScoped, type GeneratedMigration, type TenantDataSourceManagerOptions } from '../../src';
+import { TenantScoped, type TenantDataSourceManagerOptions } from '../../src';
 import { CLI_MAIN, finished } from '../cli/cli-support';
 import { adminQuery, databaseUrl, newManager, openManager } from '../support/fixtures';
+import { loadGenerated, removeGenerated } from './load-generated';
 
 /**
  * Findings of an adversarial review of migration:generate, the startup
@@ -29,21 +29,6 @@ import { adminQuery, databaseUrl, newManager, openManager } from '../support/fix
  * registry table.
  */
 
-const scratch = resolve(__dirname, '..', '..', '.tmp', 'review-findings');
-
-/** Loads a generated migration as a user's build would (TypeScript transpiled to CommonJS). */
-function load(migration: GeneratedMigration): Function {
-  mkdirSync(scratch, { recursive: true });
-  let source = migration.source;
-  let file = join(scratch, `${randomBytes(4).toString('hex')}-${migration.fileName}`);
-  if (file.endsWith('.ts')) {
-    source = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } }).outputText;
-    file = file.replace(/\.ts$/, '.js');
-  }
-  writeFileSync(file, source);
-  const exported = require(file) as Function | Record<string, Function>;
-  return typeof exported === 'function' ? exported : exported[migration.className]!;
-}
 
 async function failureOf(promise: Promise<unknown>): Promise<Error | undefined> {
   return promise.then(
@@ -209,7 +194,7 @@ describe('review findings: migration:generate, startup checks, migration command
 
   after(async () => {
     for (const schema of [...tenantSchemas, ...schemas]) await adminQuery(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    rmSync(scratch, { recursive: true, force: true });
+    removeGenerated();
   });
 
   it('a tenant migration never creates or changes the shared entities\' junction tables (they belong to the shared schema and its --shared migrations)', async () => {
@@ -231,7 +216,7 @@ describe('review findings: migration:generate, startup checks, migration command
     const v1 = await openManager({ ...base, entities: [RfOffer] });
     const first = await v1.generateMigration('Offers', { shared: true, timestamp: 1_791_000_000_200 });
     await v1.destroy();
-    const firstMigration = load(first!);
+    const firstMigration = loadGenerated(first!);
     await (await openManager({ ...base, entities: [RfOffer], sharedMigrations: [firstMigration] })).destroy();
 
     const v2 = await openManager({ ...base, entities: [RfOfferV2], sharedMigrations: [firstMigration] });
@@ -239,7 +224,7 @@ describe('review findings: migration:generate, startup checks, migration command
     await v2.destroy();
     expect(second).not.to.equal(undefined);
     // Today: ALTER TYPE ... ADD VALUE 'team' then SET DEFAULT 'team': 55P04 "unsafe use of new value", initialize() fails.
-    const error = await failureOf(newManager({ ...base, entities: [RfOfferV2], sharedMigrations: [firstMigration, load(second!)] }).initialize());
+    const error = await failureOf(newManager({ ...base, entities: [RfOfferV2], sharedMigrations: [firstMigration, loadGenerated(second!)] }).initialize());
     expect(error?.cause instanceof Error ? error.cause.message : error?.message).to.equal(undefined);
   });
 
@@ -292,7 +277,7 @@ describe('review findings: migration:generate, startup checks, migration command
     const bootstrap = await openManager({ ...base, entities: [RfLine, RfLineTotal] });
     const generated = await bootstrap.generateMigration('Lines', { timestamp: 1_791_000_000_400 });
     await bootstrap.destroy();
-    const manager = await openManager({ ...base, entities: [RfLine, RfLineTotal], tenantMigrations: [load(generated!)], warmPool: { size: 1 } });
+    const manager = await openManager({ ...base, entities: [RfLine, RfLineTotal], tenantMigrations: [loadGenerated(generated!)], warmPool: { size: 1 } });
     await manager.refillWarmPool();
     const tenant = await manager.createTenant(slug('rf-warm'));
     try {
