@@ -36,7 +36,8 @@ export async function startScratchDatabase(options: ScratchDatabaseOptions = {})
   return startEmbedded(options.settings ?? {});
 }
 
-async function freshDatabaseOn(serverUrl: string): Promise<ScratchDatabase> {
+/** A new database on the server of `serverUrl` (any database of it), dropped at `stop()`. */
+export async function freshDatabaseOn(serverUrl: string): Promise<ScratchDatabase> {
   const name = `typeorm_tenants_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
   const admin = new Client({ connectionString: serverUrl });
   await admin.connect();
@@ -60,6 +61,12 @@ async function freshDatabaseOn(serverUrl: string): Promise<ScratchDatabase> {
       const client = new Client({ connectionString: serverUrl });
       await client.connect();
       try {
+        // Connections just closed take a moment to leave the server; FORCE would kill one still leaving, and its client would throw.
+        for (let i = 0; i < 100; i += 1) {
+          const { rows } = await client.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
+          if (rows[0].n === 0) break;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
         await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
       } finally {
         await client.end();

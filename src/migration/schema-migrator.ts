@@ -158,29 +158,18 @@ async function withMigrationTracking<T>(
   const writable = dataSource as { queryResultCache?: typeof resultCache };
   writable.queryResultCache = undefined;
   let current: string | undefined;
+  // 'catalog': the check of what the migration changed; 'event-trigger': the guard is still armed (not disarmed or re-aimed on the way).
+  const checkAfterEach = guard === 'catalog' ? checkCatalog : guard === 'event-trigger' ? checkArmed : undefined;
   const restore: Array<() => void> = [];
   for (const migration of dataSource.migrations) {
     const instance = migration as MigrationInterface;
     const original = instance[direction];
     const name = instance.name ?? instance.constructor.name;
-    instance[direction] =
-      guard === 'catalog'
-        ? async (runner: QueryRunner) => {
-            current = name;
-            await original.call(instance, runner);
-            await checkCatalog(runner, schemaName, name);
-          }
-        : guard === 'event-trigger'
-          ? async (runner: QueryRunner) => {
-              current = name;
-              await original.call(instance, runner);
-              // The migration may not have disarmed or re-aimed the guard (set_config, RESET ALL) on its way.
-              await checkArmed(runner, schemaName, name);
-            }
-          : (runner: QueryRunner) => {
-              current = name;
-              return original.call(instance, runner);
-            };
+    instance[direction] = async (runner: QueryRunner) => {
+      current = name;
+      await original.call(instance, runner);
+      await checkAfterEach?.(runner, schemaName, name);
+    };
     restore.push(() => {
       instance[direction] = original;
     });

@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { Pool } from 'pg';
 import { TenantDataSourceManager, type TenantDataSourceManagerOptions } from '../../src';
+import { freshDatabaseOn } from '../../support/database';
 import { databaseUrl } from './fixtures';
 
 /** A new, empty database on the test server, for tests that need "fresh" to mean fresh (extensions, role defaults). */
@@ -18,20 +18,18 @@ export async function withFreshDatabase(
   defaults: Omit<TenantDataSourceManagerOptions, 'dataSource'>,
   fn: (db: FreshDatabase) => Promise<void>,
 ): Promise<void> {
-  const name = `typeorm_tenants_fresh_${randomBytes(4).toString('hex')}`;
-  const server = new Pool({ connectionString: databaseUrl(), max: 1 });
-  await server.query(`CREATE DATABASE "${name}"`);
-  const url = new URL(databaseUrl());
-  url.pathname = `/${name}`;
-  const pool = new Pool({ connectionString: url.toString(), max: 2 });
+  const database = await freshDatabaseOn(databaseUrl());
+  const url = database.url;
+  const name = new URL(url).pathname.slice(1);
+  const pool = new Pool({ connectionString: url, max: 2 });
   const managers: TenantDataSourceManager[] = [];
   try {
     await fn({
-      url: url.toString(),
+      url,
       name,
       query: async (sql, parameters) => (await pool.query(sql, parameters)).rows,
       manager: (overrides = {}) => {
-        const manager = new TenantDataSourceManager({ dataSource: { type: 'postgres', url: url.toString(), poolSize: 4 }, ...defaults, ...overrides });
+        const manager = new TenantDataSourceManager({ dataSource: { type: 'postgres', url, poolSize: 4 }, ...defaults, ...overrides });
         managers.push(manager);
         return manager;
       },
@@ -39,14 +37,7 @@ export async function withFreshDatabase(
   } finally {
     await Promise.all(managers.map((manager) => manager.destroy()));
     await pool.end();
-    // Closed connections take a moment to leave the server; FORCE would kill one still leaving, and its client would throw.
-    for (let i = 0; i < 100; i += 1) {
-      const { rows } = await server.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
-      if (rows[0].n === 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    await server.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-    await server.end();
+    await database.stop();
   }
 }
 
