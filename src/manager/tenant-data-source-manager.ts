@@ -506,8 +506,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * pending, come from the migration ledger in one query; the report has a
    * line for every tenant in scope (those with nothing pending are
    * `up-to-date`, with no DataSource opened), so a run with nothing to do is
-   * fast whatever the fleet size and still proves every tenant's state. Each tenant is migrated in its own transaction
-   * under its schema's advisory lock: a failing tenant is rolled back and
+   * fast whatever the fleet size and still proves every tenant's state.
+   * Each tenant is migrated in its own transaction under its schema's
+   * advisory lock: a failing tenant is rolled back and
    * reported, the others go on (unless `stopOnError`, or a failing wave).
    * Two processes may run it at once: no tenant is migrated twice, none
    * deadlocks. A rerun picks up exactly what is still pending.
@@ -533,6 +534,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         options.onProgress?.(result, done, total);
       },
     });
+    // Up to date (maybe migrated by another process): served again at once, not after the record TTL.
+    for (const result of report.results) if (result.status === 'up-to-date') this.#recheckMigrations(result.slug);
     // Spare schemas are part of the fleet: bring them up to date too.
     if (this.#warmPool !== undefined && options.signal?.aborted !== true) await this.#warmPool.refill();
     return report;

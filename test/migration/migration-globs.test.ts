@@ -156,6 +156,25 @@ describe('Migrations and entities given as paths and globs', () => {
     expect(await logIn(fresh.schemaName)).to.deep.equal(EXPECTED_GLOB_ORDER);
   });
 
+  it('an entities glob matching, beside the entity files, a file with only an abstract base class and an enum skips that file, as TypeORM does', async () => {
+    // A common layout: base.entity.js (an abstract base with the id column, plus an enum) next to the entity files.
+    const folder = tempFolder();
+    const typeorm = JSON.stringify(require.resolve('typeorm'));
+    writeFileSync(
+      join(folder, 'base.entity.js'),
+      `const { PrimaryGeneratedColumn } = require(${typeorm});
+       class BaseEntityWithId {}
+       PrimaryGeneratedColumn()(BaseEntityWithId.prototype, 'id');
+       exports.BaseEntityWithId = BaseEntityWithId;
+       exports.Status = { Active: 'active', Closed: 'closed' };\n`,
+    );
+    writeFileSync(join(folder, 'client.entity.js'), `exports.Client = require(${JSON.stringify(require.resolve('../../entities'))}).Client;\n`);
+    const manager = await openManager({ entities: [Project, Plan, join(folder, '*.entity.js')] });
+    const slug = uniqueSlug('glob-base');
+    await manager.createTenant(slug);
+    expect(await manager.run(slug, () => tenantContext.getRepository(Client).count())).to.equal(0);
+  });
+
   it('entities and migrations given only as globs of the compiled example model serve a tenant (an index file re-exporting the entities counts once)', async () => {
     const build = resolve(__dirname, '../..');
     const tenants = await openManager({
