@@ -38,6 +38,7 @@ export type TenancyErrorCode =
   | 'TENANT_PROVISIONING_FAILED'
   | 'TENANT_MIGRATION_FAILED'
   | 'MIGRATION_OUTSIDE_TENANT'
+  | 'NON_TRANSACTIONAL_STATEMENT_REFUSED'
   | 'INVALID_ARGUMENT'
   | 'INVALID_CONFIGURATION'
   | 'MANAGER_NOT_INITIALIZED'
@@ -285,6 +286,31 @@ export class MigrationOutsideTenantError extends TenancyError {
         'one the tenant lacks resolves to the shared schema through the search path), and put shared objects in sharedMigrations.',
       options,
     );
+  }
+}
+
+/**
+ * A statement of a tenant migration with `transaction = false` was refused
+ * before it was sent: a concurrent index statement whose target is not
+ * qualified with the tenant schema (outside a transaction no search path is
+ * set, so it would resolve to whatever the pooled connection searches), or a
+ * statement that cannot run inside a transaction where the library must run
+ * it in one (`createTenant`, the warm pool, restore). It reaches callers as
+ * the `cause` of `TenantProvisioningError` or `TenantMigrationError` (and as
+ * the `code` of a fleet report's line).
+ */
+export class NonTransactionalStatementError extends TenancyError {
+  override readonly name = 'NonTransactionalStatementError';
+  readonly code = 'NON_TRANSACTIONAL_STATEMENT_REFUSED';
+  readonly statusCode = 500;
+
+  constructor(
+    readonly migration: string | undefined,
+    readonly schemaName: string,
+    message: string,
+    options?: { readonly cause?: unknown },
+  ) {
+    super(`Tenant migration ${migration ?? '(unknown)'} (transaction = false) on schema "${schemaName}": ${message}`, options);
   }
 }
 

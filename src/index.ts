@@ -23,6 +23,7 @@ export {
   DEFAULT_TENANT_RECORD_TTL_MS,
 } from './manager/manager-options';
 export type { TenantDataSourceManagerOptions, TenantSeed, TenantSeedContext } from './manager/manager-options';
+export type { TenancyLogEntry, TenancyLogKind, TenancyLogLevel, TenancyLogger } from './manager/tenancy-logger';
 export type { DropTenantOptions } from './lifecycle/tenant-lifecycle';
 export type { WarmPoolOptions } from './provisioning/warm-pool';
 export { DEFAULT_POOL_OPTIONS, DEFAULT_POOL_SIZE } from './data-source/shared-pool';
@@ -42,6 +43,7 @@ export {
   MigrationGenerationError,
   TenantMigrationPendingError,
   MigrationOutsideTenantError,
+  NonTransactionalStatementError,
   InvalidTenantNameError,
   TenantNotActiveError,
   TenantSuspendedError,
@@ -60,6 +62,7 @@ export {
 } from './errors';
 export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
 export type { MigrationGuardMode } from './migration/migration-guard';
+export { tenantSchemaOf } from './migration/migration-schema';
 export type { TenantEventMap, TenantEventName } from './manager/tenant-events';
 export { fromHeader, fromPath, fromSubdomain, DEFAULT_TENANT_HEADER } from './http/tenant-resolvers';
 export type { HttpRequestLike, PathResolverOptions, ResolvedSlug, SubdomainResolverOptions, TenantResolver } from './http/tenant-resolvers';

@@ -1,4 +1,5 @@
 import { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
+import { withCliLogger } from './cli-logger';
 import { loadConfig } from './load-config';
 import type { Output } from './output';
 
@@ -28,7 +29,9 @@ export class CliSession {
   }
 
   /**
-   * Loads the config, starts the manager, and runs `work` with it. With
+   * Loads the config, starts the manager (with the CLI's logger, which
+   * routes what TypeORM and the library log to the output, and then to the
+   * config's own logger), and runs `work` with it. With
    * `withoutWarmPool`, the manager starts without the config's warm pool (a
    * command that only reads the model should not create spare schemas).
    */
@@ -36,7 +39,8 @@ export class CliSession {
     if (this.#manager === undefined) {
       const config = await loadConfig(this.#configPath, this.#cwd);
       const { warmPool: _warmPool, ...withoutWarmPool } = config;
-      this.#manager = new TenantDataSourceManager(options.withoutWarmPool === true ? withoutWarmPool : config);
+      const chosen = options.withoutWarmPool === true ? withoutWarmPool : config;
+      this.#manager = new TenantDataSourceManager(withCliLogger(chosen, (entry) => this.output.log(entry)));
       await this.#manager.initialize();
     }
     return work(this.#manager);

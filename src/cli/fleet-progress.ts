@@ -17,8 +17,10 @@ export interface ProgressStream extends NodeJS.WritableStream {
  * the total, with counts of those done and failed. The total is known only
  * once the run has decided which tenants to process, so the bar starts at
  * the first result. Nothing is drawn when `stream` is not a terminal.
- * While the bar is drawn, console output (TypeORM logs a failing migration
- * with `console.log`) is printed above it instead of through it.
+ * While the bar is drawn, the CLI's log lines (`log()`) are printed above
+ * it instead of through it; so is console output, as a safety net for
+ * whatever still writes there (TypeORM's default logger prints a failing
+ * migration with `console.log`; the CLI gives the manager its own logger).
  */
 export class FleetProgress {
   readonly #stream: ProgressStream;
@@ -61,10 +63,18 @@ export class FleetProgress {
     this.#bar!.update(processed, { done: this.#done, failed: this.#failed, slug: result.slug });
   }
 
+  /** Prints a line (ending with a newline) above the bar while it is drawn, else on the stream. */
+  log(line: string): void {
+    if (this.#bars !== undefined) this.#bars.log(line);
+    else this.#stream.write(line);
+  }
+
   /** Draws the last state and releases the terminal (cursor shown, timer stopped). Safe to call twice. */
   stop(): void {
     if (this.#console !== undefined) globalThis.console = this.#console;
     this.#console = undefined;
+    // Lines logged since the last redraw wait in cli-progress's buffer, which stop() would drop: redraw once first.
+    this.#bars?.update();
     this.#bars?.stop();
     this.#bars = undefined;
     this.#bar = undefined;

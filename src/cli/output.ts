@@ -1,5 +1,6 @@
+import type { TenancyLogEntry } from '../manager/tenancy-logger';
 import { FleetProgress, type ProgressStream } from './fleet-progress';
-import { formatErrorLine } from './text-format';
+import { formatErrorLine, formatLogEntry } from './text-format';
 
 /** The streams and terminal facts the CLI writes to; `process`'s by default, fakes in tests. */
 export interface CliStreams {
@@ -15,6 +16,19 @@ export interface OutputOptions {
   readonly verbose?: boolean;
 }
 
+/** A log entry as the JSON report carries it: the entry without its error object (its message says it), parameters only when they serialise. */
+export interface LogEntryJson {
+  readonly level: TenancyLogEntry['level'];
+  readonly source: TenancyLogEntry['source'];
+  readonly kind: TenancyLogEntry['kind'];
+  readonly message: string;
+  readonly schema?: string;
+  readonly tenant?: string;
+  readonly query?: string;
+  readonly parameters?: unknown;
+  readonly durationMs?: number;
+}
+
 /**
  * Decides between JSON and text once: JSON when `--json` is given or stdout
  * is not a terminal (a pipe, a file, CI), readable text otherwise. Results go
@@ -25,6 +39,9 @@ export class Output {
   readonly json: boolean;
   readonly verbose: boolean;
   readonly #streams: CliStreams;
+  #progress: FleetProgress | undefined;
+  /** Log entries kept for the JSON result of the command running, while it keeps them. */
+  #kept: LogEntryJson[] | undefined;
 
   constructor(streams: CliStreams, options: OutputOptions = {}) {
     this.#streams = streams;
@@ -40,7 +57,44 @@ export class Output {
   /** A progress bar on stderr for a fleet run, or `undefined` in JSON mode or when stderr is no terminal. */
   progress(label: string): FleetProgress | undefined {
     if (this.json || this.#streams.stderr.isTTY !== true) return undefined;
-    return new FleetProgress(this.#streams.stderr, label);
+    this.#progress = new FleetProgress(this.#streams.stderr, label);
+    return this.#progress;
+  }
+
+  /**
+   * The CLI's logger: an entry of TypeORM or the library. Kept for the JSON
+   * result while a command keeps them (`keepLogs()`), so stdout stays one
+   * JSON document; otherwise one line on stderr, drawn above the progress
+   * bar while one is drawn.
+   */
+  log(entry: TenancyLogEntry): void {
+    if (this.#kept !== undefined) {
+      this.#kept.push(logEntryJson(entry));
+      return;
+    }
+    const line = formatLogEntry(entry);
+    if (this.#progress !== undefined) this.#progress.log(line);
+    else this.#streams.stderr.write(line);
+  }
+
+  /** In JSON mode, keeps the log entries from now on for `takeLogs()` and returns true; in text mode returns false (they are printed). */
+  keepLogs(): boolean {
+    if (!this.json) return false;
+    this.#kept ??= [];
+    return true;
+  }
+
+  /** The entries kept since `keepLogs()`; later ones are printed on stderr again. */
+  takeLogs(): LogEntryJson[] {
+    const kept = this.#kept ?? [];
+    this.#kept = undefined;
+    return kept;
+  }
+
+  /** For a command that fails before its result: prints the kept entries on stderr, since no JSON result will carry them. */
+  flushLogs(): void {
+    const kept = this.takeLogs();
+    for (const entry of kept) this.#streams.stderr.write(formatLogEntry(entry));
   }
 
   /** A note for the person at the terminal (stderr; also in JSON mode, where stdout is reserved). */
@@ -52,4 +106,22 @@ export class Output {
   error(error: unknown): void {
     this.#streams.stderr.write(formatErrorLine(error, this.verbose));
   }
+}
+
+function logEntryJson(entry: TenancyLogEntry): LogEntryJson {
+  const { level, source, kind, message, schema, tenant, query, parameters, durationMs } = entry;
+  const json: { -readonly [K in keyof LogEntryJson]: LogEntryJson[K] } = { level, source, kind, message };
+  if (schema !== undefined) json.schema = schema;
+  if (tenant !== undefined) json.tenant = tenant;
+  if (query !== undefined) json.query = query;
+  if (parameters !== undefined) {
+    // Parameters may hold what JSON cannot (a circular object, a BigInt): the report must still print.
+    try {
+      json.parameters = JSON.parse(JSON.stringify(parameters)) as unknown;
+    } catch {
+      json.parameters = String(parameters);
+    }
+  }
+  if (durationMs !== undefined) json.durationMs = durationMs;
+  return json;
 }

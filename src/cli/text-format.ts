@@ -76,7 +76,10 @@ export function renderFleetReport(report: FleetReport, action: 'migrate' | 'reve
 }
 
 function reportRow(result: FleetTenantResult): string[] {
-  const error = result.error === undefined ? '' : formatFleetError(result.error);
+  const repairs = (result.invalidIndexes ?? []).map(
+    (repair) => `invalid index ${repair.index} dropped, ${repair.rebuilt ? 'rebuilt' : 'NOT rebuilt by the migrations'}`,
+  );
+  const error = [...repairs, ...(result.error === undefined ? [] : [formatFleetError(result.error)])].join('; ');
   return [result.slug, result.status, String(Math.round(result.ms)), result.applied.length === 0 ? '-' : result.applied.join(', '), error];
 }
 
@@ -89,7 +92,45 @@ export function formatFleetError(error: FleetTenantError): string {
   const where = error.migration === undefined ? '' : `${error.migration}: `;
   const code = error.code === undefined ? '' : ` [${error.code}]`;
   const fields = FLEET_ERROR_DATABASE_FIELDS.filter((field) => error[field] !== undefined).map((field) => `; ${field}: ${oneLine(error[field]!)}`);
-  return `${where}${error.message.split('\n')[0]}${code}${fields.join('')}`;
+  const invalid = error.invalidIndexes === undefined ? '' : `; left invalid: ${error.invalidIndexes.join(', ')} (dropped and rebuilt by the next run)`;
+  return `${where}${error.message.split('\n')[0]}${code}${fields.join('')}${invalid}`;
+}
+
+/** What `formatLogEntry` prints of a log entry (a `TenancyLogEntry`, or one kept for a JSON report). */
+export interface LogLine {
+  readonly level: string;
+  readonly source: string;
+  readonly kind: string;
+  readonly message: string;
+  readonly schema?: string;
+  readonly query?: string;
+  readonly parameters?: unknown;
+}
+
+/**
+ * A log entry of TypeORM or the library as one line for stderr: source,
+ * level, kind, the schema in brackets, the message, then the query and
+ * parameters of a failed or slow query (`typeorm info migration [acme]:
+ * Migration "AddPhone1700000000003" failed, error: ...`).
+ */
+export function formatLogEntry(entry: LogLine): string {
+  const where = entry.schema === undefined ? '' : ` [${entry.schema}]`;
+  const query = entry.query === undefined ? '' : ` -- query: ${oneLine(entry.query)}`;
+  const parameters = hasParameters(entry.parameters) ? ` -- parameters: ${stringify(entry.parameters)}` : '';
+  return `${entry.source} ${entry.level} ${entry.kind}${where}: ${oneLine(entry.message)}${query}${parameters}\n`;
+}
+
+function hasParameters(parameters: unknown): boolean {
+  if (Array.isArray(parameters)) return parameters.length > 0;
+  return parameters !== null && typeof parameters === 'object' && Object.keys(parameters).length > 0;
+}
+
+function stringify(value: unknown): string {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return String(value);
+  }
 }
 
 function oneLine(text: string): string {

@@ -9,6 +9,7 @@ import type { TenantConnectionOptions } from './shared-pool';
 import type { PgDriverFacade } from './pool-facade';
 import type { QueryCacheOptions } from './tenant-query-cache';
 import { TenantQueryRunner, type RawSqlPolicy } from './tenant-query-runner';
+import { bindTenantSchema } from '../migration/migration-schema';
 
 /**
  * The "current schema" every DataSource of the library claims. It names no
@@ -31,6 +32,8 @@ export interface TenantDataSourceSpec {
   readonly schemaName: string;
   readonly entities: readonly Function[];
   readonly migrations: readonly Function[];
+  /** TypeORM's `logger` for this DataSource (the manager's `logger` option, adapted to this schema). Default: the connection's own. */
+  readonly logger?: TenantConnectionOptions['logger'];
   readonly driver: PgDriverFacade;
   readonly facts: DriverFacts;
   /** The shared schema and the table names of the shared entities (foreign keys to them resolve there). */
@@ -89,6 +92,7 @@ export async function buildTenantDataSource(spec: TenantDataSourceSpec): Promise
     schema: spec.schemaName,
     entities: [...spec.entities],
     migrations: [...spec.migrations],
+    logger: spec.logger ?? spec.connection.logger,
     driver: spec.driver,
     installExtensions: false,
     synchronize: false,
@@ -109,6 +113,7 @@ export async function buildTenantDataSource(spec: TenantDataSourceSpec): Promise
       : servedPolicy(spec.rawSql, generated.isGenerated);
   driver.createQueryRunner = (mode: ReplicationMode) => new TenantQueryRunner(driver, mode, policy);
 
+  bindTenantSchema(dataSource, spec.schemaName);
   installTenantLazyLoader(dataSource, spec.sharedDataSource);
   qualifiedStringTables.set(dataSource, quoteIdent(spec.schemaName));
   installStringTableQualification();

@@ -2,6 +2,7 @@ import type { EntityManager } from 'typeorm';
 import type { TenantConnectionOptions, TenantPoolOptions } from '../data-source/shared-pool';
 import type { WarmPoolOptions } from '../provisioning/warm-pool';
 import type { TenantRecord } from '../registry/tenant-record';
+import type { TenancyLogger } from './tenancy-logger';
 
 /** What a seed hook gets: the new tenant, inside its creation transaction. */
 export interface TenantSeedContext {
@@ -122,7 +123,7 @@ export interface TenantDataSourceManagerOptions {
    * Default: no warm pool.
    */
   readonly warmPool?: WarmPoolOptions;
-  /** Called when background work (the warm pool refill) fails. Default: a process warning. */
+  /** Called when background work (the warm pool refill) fails. Default: a `background-error` entry to `logger`, else a process warning. */
   readonly onBackgroundError?: (error: Error) => void;
   /**
    * `'schema'` (default): isolation by schema-qualified SQL. `'role'`: each
@@ -147,7 +148,8 @@ export interface TenantDataSourceManagerOptions {
    * What `run()` (and `getDataSource()`) does for a tenant whose migration
    * ledger lacks tenant migrations the code has (new code often reaches a
    * tenant before its migration does): `'serve'` (default) serves it;
-   * `'warn'` serves it with one `TenancyMigrationWarning` per tenant;
+   * `'warn'` serves it with one `TenancyMigrationWarning` per tenant (a
+   * `pending-migrations` entry to `logger` when one is given);
    * `'refuse'` throws `TenantMigrationPendingError` (HTTP 503 with
    * `Retry-After`). A tenant ahead of the code (migrations the code does not
    * know) is served. Decided from the cached record: one ledger query per
@@ -160,20 +162,56 @@ export interface TenantDataSourceManagerOptions {
    * for shared migrations): a migration that creates, alters or drops an
    * object elsewhere (`CREATE TYPE "public".x`, a table in the shared schema)
    * rolls the tenant back with a `MigrationOutsideTenantError` naming the
-   * migration and the object. `'catalog'` (default): one catalog query after
-   * each migration, no privilege needed, drops not seen. `'event-trigger'`:
-   * event triggers refuse the statement itself, drops included; a superuser
-   * must run `initialize()` once per database to install them (otherwise
-   * `TenancyConfigurationError`). `'off'`: no check. GRANT/REVOKE on and DML
-   * into shared tables pass in every mode.
+   * migration and the object. `'event-trigger'` (default): event triggers
+   * refuse the statement itself, drops included; a superuser must run
+   * `initialize()` once per database to install them (otherwise
+   * `TenancyConfigurationError`). `'catalog'`: one catalog query after each
+   * migration, no privilege needed, drops not seen. `'off'`: no check.
+   * GRANT/REVOKE on and DML into shared tables pass in every mode. In a
+   * migration with `transaction = false`, each statement other than a
+   * concurrent index statement runs under the guard in a transaction of its
+   * own; a concurrent index statement must name the tenant schema, checked
+   * before it is sent.
    */
   readonly migrationGuard?: 'event-trigger' | 'catalog' | 'off';
+  /**
+   * Receives what TypeORM and the library log: TypeORM's messages from every
+   * DataSource the manager builds (the shared one, each tenant's, and those
+   * of provisioning, migrations and lifecycle), such as a failing migration,
+   * which TypeORM's default logger prints with `console.log`; and the
+   * library's own: `initialize()`'s configuration warnings, the
+   * `pendingMigrations: 'warn'` warning, pool and background errors (unless
+   * `onPoolError` / `onBackgroundError` is given), one `info` entry per
+   * lifecycle event (`created`, `migrated`, `suspended`, ..., `dropped`;
+   * `migration-failed` is an `error`) and a listener's error. Either a
+   * function, called with each `TenancyLogEntry` (`level`, `source`, `kind`,
+   * `message`, the `schema` of the DataSource or tenant, `tenant`, and
+   * `parameters` for queries), or a TypeORM `Logger`, given as is to every
+   * DataSource and getting the library's messages through
+   * `log('info' | 'warn', 'typeorm-tenants: ...')`. TypeORM's entries follow
+   * the connection's `logging` option by TypeORM's rules: migration messages
+   * and slow queries always, queries with `true`, `'all'` or `['query']`,
+   * failed queries with `true`, `'all'` or `['error']`, schema builds with
+   * `'all'` or `['schema']`. Default: TypeORM's logger (or
+   * `dataSource.logger`), and process warnings for the library's warnings.
+   * Giving both `logger` and `dataSource.logger`, or anything but a function
+   * or a `Logger`, is a `TenancyConfigurationError`. A function that throws
+   * does not fail what logged (its error becomes a process warning).
+   *
+   * @example
+   * ```ts
+   * logger: (entry) => {
+   *   if (entry.level !== 'query') console.error(`[${entry.schema ?? '-'}] ${entry.kind}: ${entry.message}`);
+   * }
+   * ```
+   */
+  readonly logger?: TenancyLogger;
   /** Settings of the shared pool: connection recycling and timeouts. */
   readonly pool?: TenantPoolOptions;
   /**
    * Called when an idle pooled connection fails (for example the server
    * terminated it). The pool drops that connection and opens a new one when
-   * needed. Default: a process warning.
+   * needed. Default: a `pool-error` entry to `logger`, else a process warning.
    */
   readonly onPoolError?: (error: Error) => void;
 }

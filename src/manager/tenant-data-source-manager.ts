@@ -51,6 +51,7 @@ import { WarmPool, type WarmPoolOptions } from '../provisioning/warm-pool';
 import { dropTenantRole, grantTenantRole } from '../isolation/tenant-role';
 import { tenantRoleName } from '../naming/derived-schema-name';
 import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenant-events';
+import { createLibraryLog, dataSourceLoggerOf, validateTenancyLogger, type LibraryLog, type TypeOrmLoggerOption } from './tenancy-logger';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
 import { ensureMigrationGuard, validateMigrationGuard, type MigrationGuardMode } from '../migration/migration-guard';
 import { missingTenantTables, sharedSchemaChanges, tenantSchemaChanges, type MissingTenantTable, type SchemaChanges } from '../migration/migration-generator';
@@ -142,6 +143,10 @@ interface ResolvedOptions {
   readonly onBackgroundError: (error: Error) => void;
   readonly pool: Required<TenantPoolOptions>;
   readonly onPoolError: (error: Error) => void;
+  /** The library's own log (the `logger` option, else process warnings). */
+  readonly log: LibraryLog;
+  /** TypeORM's logger for the DataSource of a schema (from `logger`, else the connection's own `logger`). */
+  readonly dataSourceLogger: (schema: string) => TypeOrmLoggerOption | undefined;
 }
 
 interface CachedTenant {
@@ -201,7 +206,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #fleet: FleetMigrator | undefined;
   #lifecycle: TenantLifecycle | undefined;
   #warmPool: WarmPool | undefined;
-  readonly #events = new TenantEvents();
+  readonly #events: TenantEvents;
+  /** Where the library's own messages go: the `logger` option, else process warnings. */
+  readonly #log: LibraryLog;
   #driverFacts: DriverFacts | undefined;
   #sharedTables: ReadonlySet<string> = new Set();
   /** The drop fences of every tenant DataSource not yet closed, by schema name. */
@@ -216,6 +223,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
   constructor(options: TenantDataSourceManagerOptions) {
     this.#options = resolveOptions(options);
+    this.#log = this.#options.log;
+    this.#events = new TenantEvents(this.#log);
     this.#reserved = { sharedSchema: this.#options.sharedSchema, otherSchemas: this.#librarySchemas };
     this.#searchPaths = searchPathsOf(this.#options);
     this.#registry = new TenantRegistry(this.#options.sharedSchema, this.#options.registryTable);
@@ -735,6 +744,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       entities: [...this.#partition.sharedEntities],
       migrations: [...this.#sharedMigrations],
       driver: this.#facade,
+      logger: options.dataSourceLogger(options.sharedSchema),
       // TypeORM's query result cache: the shared DataSource makes the one store; tenants reach it under their own prefixes.
       cache: this.#queryCache?.sharedOption(() => sharedCachePrefix(this.#driverFacts?.database ?? '', options.sharedSchema)) ?? false,
       // The manager installs extensions itself, for the entities of both kinds, into the extensions schema.
@@ -794,7 +804,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       await this.#refuseSharedTablesInTenants(runner);
       return pathWarning === undefined ? installed.warnings : [...installed.warnings, pathWarning];
     });
-    for (const warning of warnings) warnOnce(warning);
+    for (const warning of warnings) this.#log({ level: 'warn', kind: 'configuration', message: warning });
     if (options.checkEntities) await this.#refuseTenantEntitiesWithoutTables();
     this.#fleet = new FleetMigrator({
       sharedDataSource: shared,
@@ -803,9 +813,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       ledger: this.#ledger,
       tenantMigrationNames: this.#tenantMigrationNames,
       migrationGuard: options.migrationGuard,
+      log: this.#log,
       defaultConcurrency: Math.max(1, Math.floor((options.connection.poolSize ?? DEFAULT_POOL_SIZE) / 2)),
       buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
-      inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
+      inLockedTransaction: (dataSource, lockName, work, isolation) => this.#inLockedTransaction(dataSource, lockName, work, isolation),
     });
     this.#lifecycle = new TenantLifecycle({
       sharedDataSource: shared,
@@ -940,7 +951,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         this.#cache.evict(slug);
         throw notServedError(slug, cached.record.status);
       }
-      if (cached.pending) this.#onPendingMigrations(slug);
+      if (cached.pending) this.#onPendingMigrations(cached.record);
       return lease;
     } catch (error) {
       lease?.release();
@@ -962,16 +973,19 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   }
 
   /** A served tenant has migrations pending: refuse it, or warn once (until it is migrated), by the pendingMigrations option. */
-  #onPendingMigrations(slug: string): void {
+  #onPendingMigrations({ slug, schemaName }: TenantRecord): void {
     if (this.#options.pendingMigrations === 'refuse') {
       throw new TenantMigrationPendingError(slug, Math.max(1, Math.ceil(this.#options.tenantRecordTtlMs / 1000)));
     }
     if (this.#pendingWarned.has(slug)) return;
     this.#pendingWarned.add(slug);
-    process.emitWarning(
-      `typeorm-tenants: tenant "${slug}" is served with tenant migrations pending (pendingMigrations: 'warn'); apply them with typeorm-tenants migrate.`,
-      'TenancyMigrationWarning',
-    );
+    this.#log({
+      level: 'warn',
+      kind: 'pending-migrations',
+      message: `tenant "${slug}" is served with tenant migrations pending (pendingMigrations: 'warn'); apply them with typeorm-tenants migrate.`,
+      schema: schemaName,
+      tenant: slug,
+    });
   }
 
   /** Cache miss: read the registry, then build the tenant's DataSource. */
@@ -1082,6 +1096,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       schemaName,
       entities: [...this.#partition!.tenantEntities, ...this.#partition!.sharedEntities],
       migrations: this.#tenantMigrations,
+      logger: this.#options.dataSourceLogger(schemaName),
       // Under role isolation a served DataSource checks connections out as the tenant's role.
       driver: role === undefined ? this.#facade! : createPgDriverFacade(this.#pool!, { role }),
       facts: this.#driverFacts!,
@@ -1102,10 +1117,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     dataSource: DataSource,
     lockName: string,
     work: (runner: QueryRunner & SqlRunner) => Promise<T>,
+    isolation?: 'READ COMMITTED',
   ): Promise<T> {
     const runner = dataSource.createQueryRunner();
     try {
-      await runner.startTransaction();
+      await runner.startTransaction(isolation);
       try {
         // One round trip: FROM is evaluated before the target list, so the
         // transaction's lock_timeout is in force before the lock is waited for.
@@ -1196,6 +1212,8 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
   }
   const maxDataSources = positiveInteger(options.maxDataSources ?? DEFAULT_MAX_DATA_SOURCES, 'maxDataSources');
   const pool = { ...DEFAULT_POOL_OPTIONS, ...(options.pool ?? {}) };
+  const logger = validateTenancyLogger(options.logger, connection.logger);
+  const log = createLibraryLog(logger);
   return Object.freeze({
     connection: Object.freeze({ ...connectionWithoutCache }) as TenantConnectionOptions,
     queryCache,
@@ -1218,27 +1236,18 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     pendingMigrations: pendingMigrationsOf(options.pendingMigrations),
     migrationGuard: validateMigrationGuard(options.migrationGuard),
     warmPool: options.warmPool === undefined ? undefined : Object.freeze({ size: positiveInteger(options.warmPool.size, 'warmPool.size') }),
-    onBackgroundError:
-      options.onBackgroundError ??
-      ((error: Error) => process.emitWarning(`typeorm-tenants: ${error.message}`, 'TenancyBackgroundWarning')),
+    onBackgroundError: options.onBackgroundError ?? ((error: Error) => log({ level: 'warn', kind: 'background-error', message: error.message, error })),
     pool: Object.freeze(pool),
     onPoolError:
       options.onPoolError ??
-      ((error: Error) => process.emitWarning(`typeorm-tenants: a pooled connection failed: ${error.message}`, 'TenancyPoolWarning')),
+      ((error: Error) => log({ level: 'warn', kind: 'pool-error', message: `a pooled connection failed: ${error.message}`, error })),
+    log,
+    dataSourceLogger: dataSourceLoggerOf(logger, connection.logging, connection.logger),
   });
 }
 
 /** Drop notes older than this are pruned, so no longer wait can be kept. */
 const MAX_SLUG_REUSE_DELAY_MS = 86_400_000;
-
-/** Configuration warnings already given by this process (several managers over one database would repeat them). */
-const configurationWarnings = new Set<string>();
-
-function warnOnce(message: string): void {
-  if (configurationWarnings.has(message)) return;
-  configurationWarnings.add(message);
-  process.emitWarning(`typeorm-tenants: ${message}`, 'TenancyConfigurationWarning');
-}
 
 function positiveInteger(value: unknown, option: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {

@@ -1,5 +1,7 @@
 import type { FleetTenantError } from '../migration/fleet-run';
+import { schemaNameForSlug } from '../naming/tenant-slug';
 import type { TenantRecord } from '../registry/tenant-record';
+import type { LibraryLog, LibraryLogEntry } from './tenancy-logger';
 
 /** The events a manager emits, after the change they report has committed. */
 export interface TenantEventMap {
@@ -23,12 +25,19 @@ export type TenantEventName = keyof TenantEventMap;
 type Listener<E extends TenantEventName> = (payload: TenantEventMap[E]) => void;
 
 /**
- * A small typed event hub. Listeners run synchronously after the change has
- * committed; one that throws does not undo the change or stop the other
- * listeners: its error is raised as a process warning, so it is seen.
+ * A small typed event hub. Each event is logged (`info`, `error` for
+ * `migration-failed`; kind `lifecycle`), then listeners run synchronously
+ * after the change has committed; one that throws does not undo the change
+ * or stop the other listeners: its error is logged (`listener-error`; a
+ * process warning without a logger), so it is seen.
  */
 export class TenantEvents {
   readonly #listeners = new Map<TenantEventName, Set<Listener<any>>>();
+  readonly #log: LibraryLog;
+
+  constructor(log: LibraryLog) {
+    this.#log = log;
+  }
 
   on<E extends TenantEventName>(event: E, listener: Listener<E>): () => void {
     let set = this.#listeners.get(event);
@@ -43,15 +52,60 @@ export class TenantEvents {
   }
 
   emit<E extends TenantEventName>(event: E, payload: TenantEventMap[E]): void {
+    const entry = lifecycleEntry(event, payload);
+    this.#log(entry);
     for (const listener of this.#listeners.get(event) ?? []) {
       try {
         listener(payload);
       } catch (error) {
-        process.emitWarning(
-          `typeorm-tenants: a "${event}" listener threw: ${error instanceof Error ? error.message : String(error)}`,
-          'TenancyListenerWarning',
-        );
+        this.#log({
+          level: 'error',
+          kind: 'listener-error',
+          message: `a "${event}" listener threw: ${error instanceof Error ? error.message : String(error)}`,
+          schema: entry.schema,
+          tenant: entry.tenant,
+          error,
+        });
       }
     }
+  }
+}
+
+/** The log entry of an event: a sentence naming the tenant. */
+function lifecycleEntry(event: TenantEventName, payload: TenantEventMap[TenantEventName]): LibraryLogEntry {
+  const entry = (level: LibraryLogEntry['level'], slug: string, schema: string, message: string): LibraryLogEntry => ({
+    level,
+    kind: 'lifecycle',
+    message,
+    schema,
+    tenant: slug,
+  });
+  switch (event) {
+    case 'created': {
+      const { tenant } = payload as TenantEventMap['created'];
+      return entry('info', tenant.slug, tenant.schemaName, `Tenant "${tenant.slug}" created (schema "${tenant.schemaName}").`);
+    }
+    case 'suspended':
+    case 'resumed':
+    case 'archived':
+    case 'restored': {
+      const { tenant } = payload as TenantEventMap['suspended'];
+      return entry('info', tenant.slug, tenant.schemaName, `Tenant "${tenant.slug}" ${event}.`);
+    }
+    case 'migrated': {
+      const { slug, applied } = payload as TenantEventMap['migrated'];
+      return entry('info', slug, schemaNameForSlug(slug), `Tenant "${slug}" migrated: ${applied.join(', ')}.`);
+    }
+    case 'migration-failed': {
+      const { slug, error } = payload as TenantEventMap['migration-failed'];
+      const at = error.migration === undefined ? '' : ` at ${error.migration}`;
+      return entry('error', slug, schemaNameForSlug(slug), `Tenant "${slug}" failed to migrate${at} (rolled back): ${error.message}`);
+    }
+    case 'dropped': {
+      const { slug, schemaName } = payload as TenantEventMap['dropped'];
+      return entry('info', slug, schemaName, `Tenant "${slug}" dropped (schema "${schemaName}").`);
+    }
+    default:
+      throw new Error(`Unexpected event "${event satisfies never}"`);
   }
 }

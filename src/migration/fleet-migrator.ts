@@ -14,7 +14,10 @@ import {
 import type { LedgerScopeTenant, MigrationLedger } from './migration-ledger';
 import { inMigrationOrder } from './migration-list';
 import { MigrationFailure, applyPendingMigrations, undoLastMigration } from './schema-migrator';
+import { hasNonTransactional, releaseSnapshot } from './non-transactional-migrations';
+import { applyPendingInSegments, undoLastInSegments, type InvalidIndexRepair } from './segmented-migrations';
 import type { MigrationGuardMode } from './migration-guard';
+import type { LibraryLog } from '../manager/tenancy-logger';
 
 /** Options of `migrateTenants()` and `revertTenants()`. */
 export interface FleetMigrationOptions extends FleetRunOptions {
@@ -42,12 +45,19 @@ export interface SchemaAccess {
   /** Names of the tenant migrations of the code, in the order TypeORM runs them (by timestamp). */
   readonly tenantMigrationNames: readonly string[];
   readonly defaultConcurrency: number;
+  /** Where the library's own messages go (the `logger` option, or process warnings). */
+  readonly log: LibraryLog;
   /** Keeps each tenant's migrations (and reverts) inside its schema. */
   readonly migrationGuard: MigrationGuardMode;
   /** A fresh DataSource bound to `schemaName` over the shared pool; the caller destroys it. */
   buildTenantDataSource(schemaName: string): Promise<DataSource>;
-  /** Runs `work` in a transaction holding the advisory lock `lockName`. */
-  inLockedTransaction<T>(dataSource: DataSource, lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T>;
+  /** Runs `work` in a transaction holding the advisory lock `lockName`, at the given isolation level (default: the connection's). */
+  inLockedTransaction<T>(
+    dataSource: DataSource,
+    lockName: string,
+    work: (runner: QueryRunner & SqlRunner) => Promise<T>,
+    isolation?: 'READ COMMITTED',
+  ): Promise<T>;
 }
 
 // Suspended tenants are migrated too, so that resuming one serves a current
@@ -150,16 +160,32 @@ export class FleetMigrator {
       (slug) =>
         this.#inTenantSchema(slug, schemaOf.get(slug)!, 'up-to-date', async (_dataSource, runner) => {
           await access.ledger.syncTenant(runner, slug, schemaOf.get(slug)!);
-          return [];
+          return { applied: [] };
         }),
       this.#runOptions(options),
     );
   }
 
   #migrateOne(slug: string, schemaName: string): Promise<FleetTenantResult> {
-    return this.#inTenantSchema(slug, schemaName, 'migrated', (dataSource, runner) =>
-      applyPendingMigrations(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName), { guard: this.#access.migrationGuard }),
-    );
+    const access = this.#access;
+    const searchPath = access.searchPaths.tenantMigration(schemaName);
+    return this.#inTenantSchema(slug, schemaName, 'migrated', async (dataSource, runner) => {
+      if (hasNonTransactional(dataSource)) {
+        await releaseSnapshot(runner);
+        return applyPendingInSegments(dataSource, this.#segments(slug, schemaName));
+      }
+      return { applied: await applyPendingMigrations(dataSource, runner, searchPath, { guard: access.migrationGuard }) };
+    });
+  }
+
+  /** How a tenant with `transaction = false` migrations runs them: in segments, each recorded in the ledger as it commits. */
+  #segments(slug: string, schemaName: string): Parameters<typeof applyPendingInSegments>[1] {
+    const access = this.#access;
+    return {
+      searchPath: access.searchPaths.tenantMigration(schemaName),
+      guard: access.migrationGuard,
+      record: (runner) => access.ledger.syncTenant(runner, slug, schemaName),
+    };
   }
 
   #revertOne(slug: string, schemaName: string, throwOnFailure = false): Promise<FleetTenantResult> {
@@ -168,10 +194,10 @@ export class FleetMigrator {
       schemaName,
       'reverted',
       async (dataSource, runner) => {
-        const undone = await undoLastMigration(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName), {
-          guard: this.#access.migrationGuard,
-        });
-        return undone === undefined ? [] : [undone];
+        const undone = hasNonTransactional(dataSource)
+          ? await releaseSnapshot(runner).then(() => undoLastInSegments(dataSource, this.#segments(slug, schemaName)))
+          : await undoLastMigration(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName), { guard: this.#access.migrationGuard });
+        return { applied: undone === undefined ? [] : [undone] };
       },
       throwOnFailure,
     );
@@ -180,38 +206,63 @@ export class FleetMigrator {
   /**
    * Runs `change` on the tenant's schema in one locked transaction, then
    * copies the tenant's migrations table into the ledger in that same
-   * transaction. Never throws: a failure becomes a `failed` line.
+   * transaction. With `transaction = false` migrations, the locked
+   * transaction is READ COMMITTED and only holds the lock: `change` runs
+   * them in segments on a connection of its own, each recorded as it
+   * commits. Never throws: a failure becomes a `failed` line.
    */
   async #inTenantSchema(
     slug: string,
     schemaName: string,
     changedStatus: 'migrated' | 'reverted' | 'up-to-date',
-    change: (dataSource: DataSource, runner: QueryRunner & SqlRunner) => Promise<string[]>,
+    change: (dataSource: DataSource, runner: QueryRunner & SqlRunner) => Promise<{ applied: string[]; invalidIndexes?: InvalidIndexRepair[] }>,
     throwOnFailure = false,
   ): Promise<FleetTenantResult> {
     const access = this.#access;
     const started = performance.now();
-    const line = (status: FleetTenantResult['status'], applied: readonly string[], error?: FleetTenantError): FleetTenantResult => ({
+    const line = (
+      status: FleetTenantResult['status'],
+      applied: readonly string[],
+      error?: FleetTenantError,
+      invalidIndexes?: readonly InvalidIndexRepair[],
+    ): FleetTenantResult => ({
       slug,
       status,
       applied,
       ...(error === undefined ? {} : { error }),
+      ...(invalidIndexes === undefined || invalidIndexes.length === 0 ? {} : { invalidIndexes }),
       ms: Math.round((performance.now() - started) * 10) / 10,
     });
     let dataSource: DataSource | undefined;
     try {
       dataSource = await access.buildTenantDataSource(schemaName);
       const ds = dataSource;
-      const outcome = await access.inLockedTransaction(ds, `schema:${schemaName}`, async (runner) => {
-        // Re-read under the lock: the tenant may have been dropped or suspended meanwhile.
-        const current = await access.registry.find(runner, slug);
-        if (current === undefined || !MIGRATABLE.includes(current.status)) return { skipped: current?.status ?? 'dropped' };
-        const applied = await change(ds, runner);
-        await access.ledger.syncTenant(runner, slug, schemaName);
-        return { applied };
-      });
+      const outcome = await access.inLockedTransaction(
+        ds,
+        `schema:${schemaName}`,
+        async (runner) => {
+          // Re-read under the lock: the tenant may have been dropped or suspended meanwhile.
+          const current = await access.registry.find(runner, slug);
+          if (current === undefined || !MIGRATABLE.includes(current.status)) return { skipped: current?.status ?? 'dropped' };
+          const changed = await change(ds, runner);
+          await access.ledger.syncTenant(runner, slug, schemaName);
+          return changed;
+        },
+        hasNonTransactional(ds) ? 'READ COMMITTED' : undefined,
+      );
       if ('skipped' in outcome) return line('skipped', [], { message: `Not ${VERB[changedStatus]}: the tenant is ${outcome.skipped}.` });
-      return line(outcome.applied.length > 0 ? changedStatus : 'up-to-date', outcome.applied);
+      for (const repair of outcome.invalidIndexes ?? []) {
+        access.log({
+          level: 'warn',
+          kind: 'invalid-index',
+          tenant: slug,
+          schema: schemaName,
+          message:
+            `Tenant "${slug}": index "${schemaName}"."${repair.index}" had been left invalid by a failed concurrent build; dropped, ` +
+            (repair.rebuilt ? 'and the migrations built it again.' : 'and no migration built it again: create it if it is needed.'),
+        });
+      }
+      return line(outcome.applied.length > 0 ? changedStatus : 'up-to-date', outcome.applied, undefined, outcome.invalidIndexes);
     } catch (error) {
       if (throwOnFailure) {
         if (error instanceof TenancyError) throw error;
@@ -219,7 +270,16 @@ export class FleetMigrator {
           ? new TenantMigrationError(slug, error.migration, error.cause)
           : new TenantMigrationError(slug, undefined, error);
       }
-      return line('failed', [], fleetErrorOf(error));
+      if (error instanceof MigrationFailure && error.invalidIndexes.length > 0) {
+        access.log({
+          level: 'warn',
+          kind: 'invalid-index',
+          tenant: slug,
+          schema: schemaName,
+          message: `Tenant "${slug}": ${error.invalidIndexes.map((index) => `"${schemaName}"."${index}"`).join(', ')} left invalid after ${error.migration ?? 'the run'} failed; the next run drops and rebuilds them.`,
+        });
+      }
+      return line('failed', error instanceof MigrationFailure ? error.applied : [], fleetErrorOf(error));
     } finally {
       if (dataSource?.isInitialized) await dataSource.destroy();
     }
@@ -256,11 +316,13 @@ export function fleetErrorOf(error: unknown): FleetTenantError {
   const failure = error instanceof MigrationFailure ? error.cause : error;
   const migration = error instanceof MigrationFailure && error.migration !== undefined ? { migration: error.migration } : {};
   const code = failure instanceof TenancyError ? failure.code : sqlStateOf(failure);
+  const invalid = error instanceof MigrationFailure && error.invalidIndexes.length > 0 ? { invalidIndexes: error.invalidIndexes } : {};
   return {
     ...migration,
     message: failure instanceof Error ? failure.message : String(failure),
     ...(code === undefined ? {} : { code }),
     ...databaseFieldsOf(failure),
+    ...invalid,
   };
 }
 

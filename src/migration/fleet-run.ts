@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors';
+import type { InvalidIndexRepair } from './segmented-migrations';
 
 /** What happened to one tenant in a fleet migration or revert. */
 export type FleetTenantStatus = 'migrated' | 'reverted' | 'up-to-date' | 'failed' | 'skipped';
@@ -27,6 +28,12 @@ export interface FleetTenantError {
   readonly column?: string;
   /** The constraint or index at fault. */
   readonly constraint?: string;
+  /**
+   * Indexes of the tenant PostgreSQL marks invalid after the failure (a
+   * concurrent build of a `transaction = false` migration that failed): the
+   * next run drops them before it runs that migration again.
+   */
+  readonly invalidIndexes?: readonly string[];
 }
 
 /** The PostgreSQL error fields a `FleetTenantError` carries, in the order the CLI prints them. */
@@ -39,6 +46,12 @@ export interface FleetTenantResult {
   /** Migrations applied (migrate) or undone (revert), in order. */
   readonly applied: readonly string[];
   readonly error?: FleetTenantError;
+  /**
+   * Indexes an earlier failed concurrent build had left invalid, found before
+   * a `transaction = false` migration ran again: each was dropped, and
+   * `rebuilt` says whether the migrations built a valid one again.
+   */
+  readonly invalidIndexes?: readonly InvalidIndexRepair[];
   /** Wall time spent on this tenant, in milliseconds. */
   readonly ms: number;
 }

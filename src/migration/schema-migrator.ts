@@ -1,5 +1,6 @@
 import { MigrationExecutor, type DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import { quoteIdentList } from '../naming/quote-ident';
+import { isNonTransactional, runInTransactionForm } from './non-transactional-migrations';
 import { ARM_GUARD_SQL, CATALOG_PREPARE_SQL, CATALOG_RESTORE_SQL, DISARM_GUARD_SQL, checkArmed, checkCatalog, guardErrorOf, type MigrationGuardMode } from './migration-guard';
 
 /** A migration failed; `migration` names it. The original error is the `cause`. */
@@ -7,6 +8,10 @@ export class MigrationFailure extends Error {
   constructor(
     readonly migration: string | undefined,
     cause: unknown,
+    /** Migrations committed before the failure (runs in segments, with `transaction = false` migrations). */
+    readonly applied: readonly string[] = [],
+    /** Indexes of the tenant left invalid after the failure (a concurrent build that failed). */
+    readonly invalidIndexes: readonly string[] = [],
   ) {
     super(`Migration ${migration ?? '(before the first migration)'} failed`, { cause });
   }
@@ -21,6 +26,11 @@ export interface MigrationRunOptions {
    * being migrated (`searchPath[0]`). Shared migrations leave it out (no check).
    */
   readonly guard?: MigrationGuardMode;
+  /**
+   * Only the migrations before this one (in TypeORM's order) are considered:
+   * the transactional segment ahead of a `transaction = false` migration.
+   */
+  readonly stopBefore?: string;
 }
 
 /**
@@ -51,6 +61,7 @@ export async function applyPendingMigrations(
 ): Promise<string[]> {
   const guard = options.guard ?? 'off';
   const executor = await prepareExecutor(dataSource, queryRunner, searchPath, guard);
+  if (options.stopBefore !== undefined) onlyBefore(executor, options.stopBefore);
   const restore = options.freshSchema === true ? skipFirstMigrationsTableCheck(queryRunner, executor) : undefined;
   try {
     return await withMigrationTracking(dataSource, queryRunner, 'up', searchPath[0]!, guard, async () => {
@@ -60,6 +71,17 @@ export async function applyPendingMigrations(
   } finally {
     restore?.();
   }
+}
+
+/** Restricts what `executor` runs to the migrations ordered before `name`. */
+function onlyBefore(executor: MigrationExecutor, name: string): void {
+  const withExecutorOrder = executor as unknown as { getMigrations(): Array<{ name: string }> };
+  const all = withExecutorOrder.getMigrations.bind(executor);
+  withExecutorOrder.getMigrations = () => {
+    const migrations = all();
+    const at = migrations.findIndex((migration) => migration.name === name);
+    return at < 0 ? migrations : migrations.slice(0, at);
+  };
 }
 
 /**
@@ -162,16 +184,30 @@ async function withMigrationTracking<T>(
   const checkAfterEach = guard === 'catalog' ? checkCatalog : guard === 'event-trigger' ? checkArmed : undefined;
   const restore: Array<() => void> = [];
   for (const migration of dataSource.migrations) {
-    const instance = migration as MigrationInterface;
+    const instance = migration as MigrationInterface & { transaction?: boolean };
     const original = instance[direction];
     const name = instance.name ?? instance.constructor.name;
+    // Here every migration runs in the one open transaction; one with
+    // transaction = false runs in its in-transaction form (CONCURRENTLY
+    // removed). TypeORM refuses any override of the mode in 'all', so the
+    // flag is hidden for the run.
+    const inTransactionForm = isNonTransactional(instance);
     instance[direction] = async (runner: QueryRunner) => {
       current = name;
-      await original.call(instance, runner);
+      const unwrap = inTransactionForm ? runInTransactionForm(runner, name, schemaName) : undefined;
+      try {
+        await original.call(instance, runner);
+      } finally {
+        unwrap?.();
+      }
       await checkAfterEach?.(runner, schemaName, name);
     };
+    const flag = Object.getOwnPropertyDescriptor(instance, 'transaction');
+    if (instance.transaction !== undefined) instance.transaction = undefined;
     restore.push(() => {
       instance[direction] = original;
+      if (flag !== undefined) Object.defineProperty(instance, 'transaction', flag);
+      else delete instance.transaction;
     });
   }
   try {

@@ -1,7 +1,8 @@
 import { expect } from 'chai';
+import { Client as PgClient } from 'pg';
 import type { FleetReport } from '../../src';
-import { adminQuery, createTenants, openManager, sleep } from '../support/fixtures';
-import { SLOW_MIGRATION, finished, runCliJson, schemaOf, spawnCli, uniqueRegistry, type CliEnv } from './cli-support';
+import { adminQuery, createTenants, databaseUrl, openManager, sleep } from '../support/fixtures';
+import { CONCURRENT_MIGRATION, SLOW_MIGRATION, finished, runCliJson, schemaOf, spawnCli, uniqueRegistry, type CliEnv } from './cli-support';
 
 /** A fleet of `count` tenants with the base migrations, in a registry of its own. */
 async function fleet(count: number, prefix: string): Promise<{ env: CliEnv; slugs: string[] }> {
@@ -105,6 +106,73 @@ describe('CLI: a fleet run that is killed or interrupted', () => {
     for (const slug of slugs) {
       const s = await standing(slug, env.registry);
       expect(s, slug).to.deep.equal(migrated.includes(slug) ? { table: true, own: true, ledger: true } : { table: false, own: false, ledger: false });
+    }
+  });
+  it('SIGKILL while a transaction = false migration builds an index concurrently: unrecorded, index left invalid; the rerun reports it, drops it and builds it', async function () {
+    this.timeout(120_000);
+    const registry = uniqueRegistry();
+    const manager = await openManager({ registryTable: registry });
+    const slugs = (await createTenants(manager, 2, 'cli-cic')).sort();
+    await manager.destroy();
+    const env: CliEnv = { registry, extra: 'concurrent' };
+    const [blocked, free] = [slugs[0]!, slugs[1]!];
+    const indexOf = async (slug: string): Promise<string> => {
+      const rows = await adminQuery<{ valid: boolean }>(
+        `SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relname = 'client_email_cic'`,
+        [schemaOf(slug)],
+      );
+      return rows.length === 0 ? 'missing' : rows[0]!.valid ? 'valid' : 'invalid';
+    };
+    const recorded = async (slug: string): Promise<boolean[]> => {
+      const [row] = await adminQuery<{ own: boolean; ledger: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM "${schemaOf(slug)}".migrations WHERE name = $1) AS own,
+                EXISTS (SELECT 1 FROM public."${registry}_migrations" WHERE slug = $2 AND name = $1) AS ledger`,
+        [CONCURRENT_MIGRATION, slug],
+      );
+      return [row!.own, row!.ledger];
+    };
+
+    // A write transaction left open on one tenant's table: that tenant's build waits for it, after its catalog entry is committed.
+    const writer = new PgClient({ connectionString: databaseUrl() });
+    await writer.connect();
+    try {
+      await writer.query('BEGIN');
+      await writer.query(`INSERT INTO "${schemaOf(blocked)}".client (name, email) VALUES ('w', 'w@x')`);
+      const child = spawnCli(['migrate', '--concurrency', '2'], env);
+      const ended = finished(child);
+      await waitUntil('the concurrent build waits for the open write', async () => {
+        const rows = await adminQuery(
+          `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY%' AND query LIKE $1`,
+          [`%${schemaOf(blocked)}%`],
+        );
+        return rows.length > 0;
+      });
+      child.kill('SIGKILL');
+      expect((await ended).signal).to.equal('SIGKILL');
+      // The build dies with the process (as it does once PostgreSQL notices the client is gone).
+      await adminQuery(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'typeorm-tenants' AND pid <> pg_backend_pid()",
+      );
+      await waitForOrphanBackends();
+    } finally {
+      await writer.query('ROLLBACK').catch(() => undefined);
+      await writer.end();
+    }
+    expect(await indexOf(blocked)).to.equal('invalid');
+    expect(await recorded(blocked)).to.deep.equal([false, false]);
+    const freeState = [await indexOf(free), ...(await recorded(free))];
+    expect([['valid', true, true], ['valid', false, false], ['missing', false, false], ['invalid', false, false]]).to.deep.include(freeState);
+
+    const rerun = await runCliJson<FleetReport & { logs: Array<{ kind: string; message: string }> }>(['migrate', '--json'], env);
+    const line = rerun.results.find((r) => r.slug === blocked)!;
+    expect(line.status, JSON.stringify(line)).to.equal('migrated');
+    expect(line.applied).to.deep.equal([CONCURRENT_MIGRATION]);
+    expect(line.invalidIndexes).to.deep.equal([{ index: 'client_email_cic', rebuilt: true }]);
+    expect(rerun.logs.some((entry) => entry.kind === 'invalid-index' && entry.message.includes('client_email_cic'))).to.equal(true);
+    for (const slug of slugs) {
+      expect(await indexOf(slug), slug).to.equal('valid');
+      expect(await recorded(slug), slug).to.deep.equal([true, true]);
     }
   });
 });

@@ -10,14 +10,17 @@ export const CLI_CONFIG = resolve(__dirname, 'fixtures/tenancy.config.js');
 export const SLOW_MIGRATION = 'SlowStep1700000000003';
 export const PHONE_MIGRATION = 'AddClientPhone1700000000003';
 export const UNIQUE_MIGRATION = 'UniqueClientName1700000000003';
+export const CONCURRENT_MIGRATION = 'ClientEmailConcurrently1700000000003';
 
 export interface CliEnv {
   /** The registry table of the test's own fleet. */
   readonly registry: string;
   /** TENANCY_EXTRA_MIGRATION of the test config: 'slow', 'phone' or 'unique'. */
-  readonly extra?: 'slow' | 'phone' | 'unique';
+  readonly extra?: 'slow' | 'phone' | 'unique' | 'concurrent';
   /** TENANCY_OMIT_MIGRATION of the test config: a base tenant migration's class name, left out. */
   readonly omit?: string;
+  /** TENANCY_LOGGER and TENANCY_LOG_FILE of the test config: a logger of the config's own, writing JSON lines to `file`. */
+  readonly logger?: { readonly kind: 'function' | 'typeorm'; readonly file: string };
 }
 
 export interface CliResult {
@@ -38,6 +41,12 @@ export function cliEnvironment(env: CliEnv): NodeJS.ProcessEnv {
   if (env.extra !== undefined) vars.TENANCY_EXTRA_MIGRATION = env.extra;
   delete vars.TENANCY_OMIT_MIGRATION;
   if (env.omit !== undefined) vars.TENANCY_OMIT_MIGRATION = env.omit;
+  delete vars.TENANCY_LOGGER;
+  delete vars.TENANCY_LOG_FILE;
+  if (env.logger !== undefined) {
+    vars.TENANCY_LOGGER = env.logger.kind;
+    vars.TENANCY_LOG_FILE = env.logger.file;
+  }
   return vars;
 }
 

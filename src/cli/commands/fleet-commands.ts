@@ -81,6 +81,8 @@ function tenantsOf(flags: FleetFlags): Pick<FleetMigrationOptions, 'tenants'> {
  * Runs a fleet operation with a progress bar (on a terminal), Ctrl-C wired
  * to the run's AbortSignal (the tenants in progress finish, no new one
  * starts), then prints the report; failed tenants make the exit code 1.
+ * In JSON mode, what TypeORM and the library logged meanwhile is the
+ * report's `logs` (on a terminal, it is printed above the bar as it comes).
  */
 async function runFleetCommand(
   cli: CliSession,
@@ -89,6 +91,7 @@ async function runFleetCommand(
   flags: FleetFlags,
 ): Promise<void> {
   const progress = cli.output.progress(action);
+  const keepsLogs = cli.output.keepLogs();
   const abort = new AbortController();
   const interrupt = (signal: NodeJS.Signals): void => {
     progress?.stop();
@@ -108,12 +111,15 @@ async function runFleetCommand(
         onProgress: (result, done, total) => progress?.update(result, done, total),
       }),
     );
+  } catch (error) {
+    cli.output.flushLogs();
+    throw error;
   } finally {
     progress?.stop();
     process.removeListener('SIGINT', interrupt);
     process.removeListener('SIGTERM', interrupt);
   }
-  cli.output.result(report, (r) => renderFleetReport(r, action, cli.output.verbose));
+  cli.output.result(keepsLogs ? { ...report, logs: cli.output.takeLogs() } : report, (r) => renderFleetReport(r, action, cli.output.verbose));
   if (abort.signal.aborted) cli.exitCode = EXIT_INTERRUPTED;
   else if (report.totals.failed > 0) cli.exitCode = 1;
 }

@@ -1,0 +1,176 @@
+import type { DataSource, MigrationInterface, QueryRunner } from 'typeorm';
+import { MigrationOutsideTenantError, NonTransactionalStatementError, sqlStateOf } from '../errors';
+import { quoteIdent, quoteIdentList } from '../naming/quote-ident';
+import type { SqlRunner } from '../registry/tenant-registry';
+import { concurrentStatementOf } from './concurrent-statements';
+import { ARM_GUARD_SQL, CATALOG_PREPARE_SQL, checkArmed, checkCatalog, type MigrationGuardMode } from './migration-guard';
+
+/** TypeORM's flag: a migration that must run outside a transaction (`transaction = false`). */
+export function isNonTransactional(migration: MigrationInterface): boolean {
+  return (migration as { transaction?: boolean }).transaction === false;
+}
+
+/** Whether any migration of `dataSource` declares `transaction = false`. */
+export function hasNonTransactional(dataSource: DataSource): boolean {
+  return dataSource.migrations.some(isNonTransactional);
+}
+
+type Query = QueryRunner['query'];
+/** `QueryRunner.query` with its overloads collapsed, as the wrappers call it. */
+type AnyQuery = (sql: string, parameters?: unknown[], structured?: boolean) => Promise<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/**
+ * Inside a transaction (`createTenant`, the warm pool, restore, the
+ * generator's throwaway schema), for the duration of one migration with
+ * `transaction = false`: its concurrent index statements run with
+ * `CONCURRENTLY` removed (in a schema no request reads yet, or one not
+ * served, the lock they then take harms nobody), and a statement PostgreSQL
+ * refuses in a transaction fails with a `NonTransactionalStatementError`
+ * saying so. Returns the function that restores the runner.
+ */
+export function runInTransactionForm(runner: QueryRunner, migration: string, schemaName: string): () => void {
+  const original = runner.query;
+  const send = original.bind(runner) as AnyQuery;
+  runner.query = async function (this: QueryRunner, sql: string, parameters?: unknown[], structured?: boolean) {
+    const concurrent = typeof sql === 'string' ? concurrentStatementOf(sql) : undefined;
+    try {
+      return await send(concurrent?.inTransaction ?? sql, parameters, structured);
+    } catch (error) {
+      if (sqlStateOf(error) !== '25001') throw error;
+      throw new NonTransactionalStatementError(
+        migration,
+        schemaName,
+        `"${abbreviated(sql)}" cannot run inside a transaction, and createTenant (like the warm pool and restoreTenant) applies every tenant migration ` +
+          'in its one transaction, with only CONCURRENTLY removed from index statements. Keep such statements out of tenant migrations, or run them by hand on each tenant.',
+        { cause: error },
+      );
+    }
+  } as Query;
+  return () => {
+    runner.query = original;
+  };
+}
+
+/** Transaction control, which passes through the bare runner untouched. */
+const TRANSACTION_CONTROL = /^\s*(start\s+transaction|begin|commit|end|rollback|abort|savepoint|release|set\s+transaction)\b/i;
+
+/**
+ * Outside a transaction (fleet runs), for the duration of one migration with
+ * `transaction = false`, on a runner of its own with no transaction open:
+ * - a concurrent index statement (`CREATE INDEX CONCURRENTLY`, `DROP INDEX
+ *   CONCURRENTLY`, `REINDEX ... CONCURRENTLY`) is sent as it is, once its
+ *   target is known to be qualified with the tenant schema (no search path is
+ *   set for it: only `SET LOCAL` is safe on pooled and PgBouncer connections;
+ *   and the event triggers fire too late to stop a concurrent build);
+ * - every other statement runs in a transaction of its own, as autocommit
+ *   would, with the tenant's migration search path and the migration guard,
+ *   exactly as in a transactional migration;
+ * - inside a transaction the migration opens itself, each statement is
+ *   preceded by the search path and the guard.
+ * Returns the function that restores the runner.
+ */
+export function runInBareForm(
+  runner: QueryRunner,
+  migration: string,
+  searchPath: readonly string[],
+  guard: MigrationGuardMode,
+): () => void {
+  const original = runner.query;
+  const schemaName = searchPath[0]!;
+  const send = original.bind(runner) as AnyQuery;
+  const sql: SqlRunner = { query: (text, parameters) => send(text, parameters as unknown[] | undefined) };
+  const path = quoteIdentList(searchPath);
+  const prepare = async (): Promise<void> => {
+    if (guard === 'event-trigger') await send(ARM_GUARD_SQL, [path, schemaName]);
+    else if (guard === 'catalog') await send(CATALOG_PREPARE_SQL, [path]);
+    else await send(`SELECT set_config('search_path', $1, true)`, [path]);
+  };
+  const check = async (): Promise<void> => {
+    if (guard === 'event-trigger') await checkArmed(sql, schemaName, migration);
+    else if (guard === 'catalog') await checkCatalog(sql, schemaName, migration);
+  };
+  runner.query = async function (this: QueryRunner, statement: string, parameters?: unknown[], structured?: boolean) {
+    if (typeof statement !== 'string' || TRANSACTION_CONTROL.test(statement)) return send(statement, parameters, structured);
+    const concurrent = concurrentStatementOf(statement);
+    if (concurrent !== undefined) {
+      if (concurrent.schema === undefined) {
+        throw new NonTransactionalStatementError(
+          migration,
+          schemaName,
+          `${concurrent.action} ${concurrent.target} does not name the tenant schema. Outside a transaction no search path is set for it, ` +
+            `so qualify the name: "${schemaName}".${concurrent.target} (tenantSchemaOf(queryRunner) gives the schema's name).`,
+        );
+      }
+      if (concurrent.schema !== schemaName) {
+        throw new MigrationOutsideTenantError(migration, schemaName, concurrent.action, [
+          { kind: concurrent.action.includes('SCHEMA') ? 'schema' : concurrent.action.startsWith('CREATE') ? 'table' : 'index', schema: concurrent.schema, name: concurrent.target },
+        ]);
+      }
+      return send(statement, parameters, structured);
+    }
+    if (runner.isTransactionActive) {
+      // The migration's own transaction: search path and guard before each statement (both transaction-local).
+      await prepare();
+      const result = await send(statement, parameters, structured);
+      await check();
+      return result;
+    }
+    await send('START TRANSACTION');
+    try {
+      await prepare();
+      const result = await send(statement, parameters, structured);
+      await check();
+      await send('COMMIT');
+      return result;
+    } catch (error) {
+      // A failed rollback means a broken connection; PostgreSQL discards the transaction with it.
+      await send('ROLLBACK').catch(() => undefined);
+      if (sqlStateOf(error) !== '25001') throw error;
+      throw new NonTransactionalStatementError(
+        migration,
+        schemaName,
+        `"${abbreviated(statement)}" cannot run inside a transaction, and only the concurrent index statements (CREATE INDEX CONCURRENTLY, ` +
+          'DROP INDEX CONCURRENTLY, REINDEX ... CONCURRENTLY) run outside one in a tenant migration. Keep such statements out of tenant migrations.',
+        { cause: error },
+      );
+    }
+  } as Query;
+  return () => {
+    runner.query = original;
+  };
+}
+
+/**
+ * Ends the snapshot a READ COMMITTED transaction still holds after its last
+ * statement: a statement sent with parameters (the extended protocol) leaves
+ * its unnamed portal, and the portal's snapshot, open until the next
+ * statement, and a concurrent index build waits for every transaction with
+ * an older snapshot, that one included. One statement without parameters
+ * (the simple protocol, which drops its portal when done) closes it, so the
+ * transaction holding the tenant's lock never blocks the build.
+ */
+export async function releaseSnapshot(sql: SqlRunner): Promise<void> {
+  await sql.query('SELECT 1');
+}
+
+/** The indexes of `schemaName` that PostgreSQL marks invalid (a concurrent build or rebuild that failed), by name. */
+export async function invalidIndexesOf(sql: SqlRunner, schemaName: string): Promise<string[]> {
+  const rows: Array<{ name: string }> = await sql.query(
+    `SELECT c.relname AS name
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND NOT i.indisvalid
+      ORDER BY c.relname COLLATE "C"`,
+    [schemaName],
+  );
+  return rows.map((row) => row.name);
+}
+
+/** Drops one invalid index without blocking writes to its table (outside a transaction). */
+export async function dropInvalidIndex(sql: SqlRunner, schemaName: string, index: string): Promise<void> {
+  await sql.query(`DROP INDEX CONCURRENTLY IF EXISTS ${quoteIdent(schemaName)}.${quoteIdent(index)}`);
+}
+
+function abbreviated(sql: string): string {
+  const flat = sql.replace(/\s+/g, ' ').trim();
+  return flat.length > 80 ? `${flat.slice(0, 77)}...` : flat;
+}
