@@ -612,7 +612,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#assertReady('migrateShared()');
     const shared = this.#shared!;
     return this.#inLockedTransaction(shared, 'initialize', (runner) =>
-      applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration()),
+      applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration(), { shared: true }),
     );
   }
 
@@ -800,7 +800,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       }
       const installed = await installExtensions(runner, { schema: options.extensionsSchema, sharedSchema: options.sharedSchema, names: extensions });
       const pathWarning = await checkDefaultSearchPath(runner, { schema: options.extensionsSchema, schemas: installed.schemas });
-      await applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration());
+      await applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration(), { shared: true });
       await this.#refuseSharedTablesInTenants(runner);
       return pathWarning === undefined ? installed.warnings : [...installed.warnings, pathWarning];
     });

@@ -1,3 +1,4 @@
+import { TenancyConfigurationError } from '../errors';
 import { MigrationExecutor, type DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import { quoteIdentList } from '../naming/quote-ident';
 import { isNonTransactional, runInTransactionForm } from './non-transactional-migrations';
@@ -31,6 +32,12 @@ export interface MigrationRunOptions {
    * the transactional segment ahead of a `transaction = false` migration.
    */
   readonly stopBefore?: string;
+  /**
+   * Shared migrations: one with `transaction = false` is refused (they run in
+   * `initialize()`'s one transaction, where CONCURRENTLY cannot be used on a
+   * shared table that is being read and written).
+   */
+  readonly shared?: boolean;
 }
 
 /**
@@ -64,7 +71,7 @@ export async function applyPendingMigrations(
   if (options.stopBefore !== undefined) onlyBefore(executor, options.stopBefore);
   const restore = options.freshSchema === true ? skipFirstMigrationsTableCheck(queryRunner, executor) : undefined;
   try {
-    return await withMigrationTracking(dataSource, queryRunner, 'up', searchPath[0]!, guard, async () => {
+    return await withMigrationTracking(dataSource, queryRunner, 'up', searchPath[0]!, guard, options.shared === true, async () => {
       const applied = await executor.executePendingMigrations();
       return applied.map((m) => m.name);
     });
@@ -121,7 +128,7 @@ export async function undoLastMigration(
 ): Promise<string | undefined> {
   const guard = options.guard ?? 'off';
   const executor = await prepareExecutor(dataSource, queryRunner, searchPath, guard);
-  return withMigrationTracking(dataSource, queryRunner, 'down', searchPath[0]!, guard, async () => {
+  return withMigrationTracking(dataSource, queryRunner, 'down', searchPath[0]!, guard, false, async () => {
     const before = await executor.getExecutedMigrations();
     if (before.length === 0) return undefined;
     await executor.undoLastMigration();
@@ -171,6 +178,7 @@ async function withMigrationTracking<T>(
   direction: 'up' | 'down',
   schemaName: string,
   guard: MigrationGuardMode,
+  shared: boolean,
   work: () => Promise<T>,
 ): Promise<T> {
   // TypeORM reads the migrations table with a QueryBuilder: with the query
@@ -194,6 +202,12 @@ async function withMigrationTracking<T>(
     const inTransactionForm = isNonTransactional(instance);
     instance[direction] = async (runner: QueryRunner) => {
       current = name;
+      if (inTransactionForm && shared) {
+        throw new TenancyConfigurationError(
+          `Shared migration ${name} declares transaction = false, but shared migrations run inside the one transaction of initialize() ` +
+            '(or migrateShared()), where CONCURRENTLY cannot be used. Run it with the TypeORM CLI over ormconfig.ts, or drop transaction = false.',
+        );
+      }
       const unwrap = inTransactionForm ? runInTransactionForm(runner, name, schemaName) : undefined;
       try {
         await original.call(instance, runner);

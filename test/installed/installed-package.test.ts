@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { adminQuery, databaseUrl, tablesOf, uniqueSlug } from '../support/fixtures';
@@ -165,5 +165,46 @@ describe('the installed package (npm pack, npm install, the installed bin)', fun
       [acme, schemaOf(acme), 'active'],
       [globex, schemaOf(globex), 'active'],
     ]);
+  });
+  it('runs a transaction = false migration of the user\'s (CREATE INDEX CONCURRENTLY through tenantSchemaOf) with the installed bin: migrate, revert, migrate', async () => {
+    const { dir } = installed();
+    const className = `TicketStatusIndex${Date.now() + 1_000}`;
+    const file = join(dir, 'migrations', 'tenant', `${className.slice(-13)}-TicketStatusIndex.js`);
+    writeFileSync(
+      file,
+      [
+        "'use strict';",
+        "const { tenantSchemaOf } = require('typeorm-tenants');",
+        `module.exports = class ${className} {`,
+        '  constructor() { this.transaction = false; }',
+        `  async up(q) { await q.query(\`CREATE INDEX CONCURRENTLY IF NOT EXISTS ticket_status_cic ON "\${tenantSchemaOf(q)}".${TENANT_TABLE} (status)\`); }`,
+        '  async down(q) { await q.query(`DROP INDEX CONCURRENTLY IF EXISTS "${tenantSchemaOf(q)}".ticket_status_cic`); }',
+        '};',
+        '',
+      ].join('\n'),
+    );
+    const indexed = async (): Promise<string[]> =>
+      (
+        await adminQuery<{ nspname: string }>(
+          `SELECT n.nspname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relname = 'ticket_status_cic' AND i.indisvalid ORDER BY 1`,
+        )
+      ).map((r) => r.nspname);
+    try {
+      const migrated = json<FleetJson & { logs: unknown[] }>(await cli('migrate'));
+      expect(migrated.results.map((r) => [r.slug, r.status])).to.deep.equal([
+        [acme, 'migrated'],
+        [globex, 'migrated'],
+      ]);
+      expect(migrated.logs).to.be.an('array');
+      expect(await indexed()).to.deep.equal([schemaOf(acme), schemaOf(globex)].sort());
+      const reverted = json<FleetJson>(await cli('revert'));
+      expect(reverted.results.map((r) => r.status)).to.deep.equal(['reverted', 'reverted']);
+      expect(await indexed()).to.deep.equal([]);
+      expect(json<FleetJson>(await cli('migrate')).totals).to.include({ migrated: 2, failed: 0 });
+      expect(await indexed()).to.deep.equal([schemaOf(acme), schemaOf(globex)].sort());
+    } finally {
+      rmSync(file);
+    }
   });
 });

@@ -7,6 +7,7 @@ import {
   tenantContext,
 } from '../../src';
 import { setRoleDefault, withFreshDatabase, type FreshDatabase } from '../support/fresh-database';
+import { warningsDuring } from '../support/process-warnings';
 
 /**
  * Hole 12: extensions TypeORM installs for columns (uuid-ossp for
@@ -89,22 +90,6 @@ async function extensionSchemas(db: FreshDatabase): Promise<Record<string, strin
     `SELECT e.extname AS name, n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'`,
   );
   return Object.fromEntries(rows.map((row) => [row.name, row.schema]));
-}
-
-/** Collects the process warnings of one type while `fn` runs. */
-async function warningsDuring(type: string, fn: () => Promise<void>): Promise<string[]> {
-  const seen: string[] = [];
-  const listener = (warning: Error): void => {
-    if (warning.name === type) seen.push(warning.message);
-  };
-  process.on('warning', listener);
-  try {
-    await fn();
-    await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
-  } finally {
-    process.off('warning', listener);
-  }
-  return seen;
 }
 
 describe('extensions the entities need (hole 12)', () => {

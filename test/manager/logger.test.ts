@@ -6,6 +6,7 @@ import { TenancyConfigurationError, TenantDataSourceManager, tenantContext, type
 import { AddClientPhone1700000000003 } from '../support/extra-migrations';
 import { withFreshDatabase } from '../support/fresh-database';
 import { adminQuery, managerOptions, newManager, openManager, sleep, uniqueSlug } from '../support/fixtures';
+import { warningsDuring } from '../support/process-warnings';
 
 const PHONE = 'AddClientPhone1700000000003';
 const newCode = [...tenantMigrations, AddClientPhone1700000000003];
@@ -29,22 +30,6 @@ async function consoleDuring<T>(fn: () => Promise<T>): Promise<{ result: T; prin
   } finally {
     methods.forEach((method, i) => (console[method] = saved[i]!));
   }
-}
-
-/** The process warnings named `name` emitted while `fn` ran. */
-async function warningsDuring(name: string, fn: () => Promise<void>): Promise<string[]> {
-  const seen: string[] = [];
-  const listener = (warning: Error): void => {
-    if (warning.name === name) seen.push(warning.message);
-  };
-  process.on('warning', listener);
-  try {
-    await fn();
-    await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
-  } finally {
-    process.off('warning', listener);
-  }
-  return seen;
 }
 
 /** A TypeORM Logger recording each call. */

@@ -6,6 +6,7 @@ import { sharedMigrations, tenantMigrations } from '../../migrations';
 import {
   InvalidArgumentError,
   NonTransactionalStatementError,
+  TenancyConfigurationError,
   TenantProvisioningError,
   tenantSchemaOf,
   type FleetTenantResult,
@@ -458,6 +459,25 @@ describe('Migrations with transaction = false', () => {
       const slug = uniqueSlug('ntx-explicit');
       await manager.createTenant(slug);
       expect((await adminQuery(`SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'ntx_explicit'`, [schemaOf(slug)])).length).to.equal(1);
+    });
+  });
+
+  it('a shared migration with transaction = false is refused at initialize(), naming it; nothing of initialize() is kept', async () => {
+    const sharedIndex = migration('SharedPlanIndexNtx', false, async (runner) => {
+      await runner.query('CREATE INDEX CONCURRENTLY plan_name_ntx ON public.plan (name)');
+    });
+    await withFreshDatabase({ entities: [Client, Project, Plan], tenantMigrations, sharedMigrations: [...sharedMigrations, sharedIndex] }, async (db) => {
+      const error = await db.manager().initialize().then(
+        () => expect.fail('initialize() should refuse it'),
+        (e: unknown) => e,
+      );
+      const refused = causeOf(error, TenancyConfigurationError);
+      expect(refused.message).to.include(sharedIndex.name).and.include('transaction = false');
+      expect(await db.query(`SELECT 1 FROM pg_class WHERE relname = 'plan_name_ntx'`)).to.deep.equal([]);
+      // initialize() is one transaction: the shared migrations before it were rolled back with it.
+      expect(await db.query(`SELECT to_regclass('public.migrations') AS migrations, to_regclass('public.plan') AS plan`)).to.deep.equal([
+        { migrations: null, plan: null },
+      ]);
     });
   });
 
