@@ -5,8 +5,8 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Client, Plan, Project } from '../entities';
 import { sharedMigrations, tenantMigrations } from '../migrations';
-import { TenancyError, TenantDataSourceManager, fromHeader, tenancyErrorBody, tenantContext } from '../src';
-import { tenantMiddleware } from '../src/http/express';
+import { TenantDataSourceManager, fromHeader, tenantContext } from '../src';
+import { tenancyErrorHandler, tenantMiddleware } from '../src/http/express';
 import { startScratchDatabase, type ScratchDatabase } from '../support/database';
 
 /** Where `startService()` serves, and how to stop it. */
@@ -94,13 +94,11 @@ export async function startService(options: StartServiceOptions = {}): Promise<R
     res.json(instanceToPlain(client));
   });
 
+  // A TenancyError thrown in a handler answers as the middleware's refusals do (409 for a taken slug, ...).
+  app.use(tenancyErrorHandler());
   app.use((error: unknown, _req: Request, res: Response, next: NextFunction) => {
     if (res.headersSent) {
       next(error);
-      return;
-    }
-    if (error instanceof TenancyError) {
-      res.status(error.statusCode).json(tenancyErrorBody(error));
       return;
     }
     const status = (error as { status?: unknown }).status;

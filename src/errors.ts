@@ -51,11 +51,15 @@ export type TenancyErrorCode =
   | 'TENANT_DROPPED'
   | 'CROSS_TENANT_ACCESS';
 
-/** A tenant-scoped operation ran with no active tenant (outside `manager.run()`). */
+/**
+ * A tenant-scoped operation ran with no active tenant (outside `manager.run()`).
+ * It is a bug of the server (a handler that is not behind the tenant
+ * middleware, or work started outside a run), so HTTP answers 500.
+ */
 export class TenantContextMissingError extends TenancyError {
   override readonly name = 'TenantContextMissingError';
   readonly code = 'TENANT_CONTEXT_MISSING';
-  readonly statusCode = 400;
+  readonly statusCode = 500;
 
   constructor(operation: string) {
     super(
@@ -210,8 +214,14 @@ export class InvalidTenantStateError extends TenancyError {
 
 /** A change to one tenant's schema failed and was rolled back; `migration` names the migration at fault, if any. */
 export abstract class TenantSchemaChangeError extends TenancyError {
-  /** The PostgreSQL SQLSTATE of the underlying failure, when there was one. */
+  /** The PostgreSQL SQLSTATE of the underlying failure (the first error with one in the `cause` chain), when there was one. */
   readonly sqlState: string | undefined;
+  /** PostgreSQL's constraint (or index) at fault, such as the unique constraint a seed violated. */
+  readonly constraint: string | undefined;
+  /** PostgreSQL's DETAIL, such as `Key (email)=(a@x) already exists.` */
+  readonly detail: string | undefined;
+  /** PostgreSQL's table at fault. */
+  readonly table: string | undefined;
 
   constructor(
     readonly slug: string,
@@ -222,18 +232,28 @@ export abstract class TenantSchemaChangeError extends TenancyError {
   ) {
     const where = migration === undefined ? '' : ` in migration ${migration}`;
     super(`${what} tenant "${slug}" failed${where}: ${messageOf(cause)}. ${outcome}`, { cause });
-    this.sqlState = sqlStateOf(cause);
+    const database = databaseErrorOf(cause);
+    this.sqlState = database?.code;
+    this.constraint = database?.constraint;
+    this.detail = database?.detail;
+    this.table = database?.table;
   }
 }
 
-/** Creating a tenant failed; nothing of it was kept (schema, tables and registry row rolled back). */
+/**
+ * Creating a tenant failed; nothing of it was kept (schema, tables and
+ * registry row rolled back). HTTP status 500, except a unique violation in
+ * the seed hook (`migration` undefined, `sqlState` 23505): the request
+ * conflicts with data it seeds (409, the `constraint` named).
+ */
 export class TenantProvisioningError extends TenantSchemaChangeError {
   override readonly name = 'TenantProvisioningError';
   readonly code = 'TENANT_PROVISIONING_FAILED';
-  readonly statusCode = 500;
+  readonly statusCode: number;
 
   constructor(slug: string, migration: string | undefined, cause: unknown) {
     super(slug, migration, cause, 'Creating', 'Nothing was kept (no schema, no tables, no registry row); fix the cause and call createTenant again.');
+    this.statusCode = this.sqlState === '23505' && migration === undefined ? 409 : 500;
   }
 }
 
@@ -432,6 +452,36 @@ export class CrossTenantAccessError extends TenancyError {
 export function sqlStateOf(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/** PostgreSQL's fields of an error, as pg's DatabaseError (and TypeORM's QueryFailedError, which copies them) carry them. */
+export interface DatabaseErrorFields {
+  readonly code: string;
+  readonly detail?: string;
+  readonly hint?: string;
+  readonly schema?: string;
+  readonly table?: string;
+  readonly column?: string;
+  readonly constraint?: string;
+}
+
+/** The first error with a SQLSTATE in `error`'s `cause` chain, with PostgreSQL's fields it carries. */
+export function databaseErrorOf(error: unknown): DatabaseErrorFields | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 6 && typeof current === 'object' && current !== null; depth += 1) {
+    const code = sqlStateOf(current);
+    if (code !== undefined) {
+      const source = current as Record<string, unknown>;
+      const fields: Record<string, string> = { code };
+      for (const field of ['detail', 'hint', 'schema', 'table', 'column', 'constraint'] as const) {
+        const value = source[field];
+        if (typeof value === 'string' && value !== '') fields[field] = value;
+      }
+      return fields as unknown as DatabaseErrorFields;
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 function messageOf(error: unknown): string {

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { TenancyError } from '../errors';
+import { TenancyError } from '../errors';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../registry/tenant-record';
 import { retryAfterOf, tenancyErrorBody } from './http-errors';
@@ -63,6 +63,32 @@ export function tenantMiddleware(manager: TenantDataSourceManager, options: Tena
     }).catch(next);
   };
   return Object.assign(middleware, { resolver, close: () => resolver.close() });
+}
+
+/** An Express error-handling middleware: `(error, req, res, next)`. */
+export type TenancyErrorHandler = (error: unknown, req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
+
+/**
+ * Express error handler that answers a `TenancyError` thrown (or passed to
+ * `next`) anywhere in a handler as the middleware answers its refusals: the
+ * error's status and `{ "error": { "code", "message" } }` (`Retry-After`
+ * where the error has one). `TenantAlreadyExistsError` is 409, a bad slug
+ * 400, a unique violation in the seed hook 409 with the constraint named in
+ * the message, `TENANT_CONTEXT_MISSING` (a handler not behind the tenant
+ * middleware: a server bug) 500. Any other error goes on to `next(error)`.
+ * Register it after the routes, as Express error handlers are.
+ *
+ * @example
+ * ```ts
+ * app.post('/tenants', async (req, res) => res.status(201).json(await tenants.createTenant(req.body.slug)));
+ * app.use(tenancyErrorHandler());
+ * ```
+ */
+export function tenancyErrorHandler(): TenancyErrorHandler {
+  return (error, _req, res, next) => {
+    if (error instanceof TenancyError) sendTenancyError(res, error);
+    else next(error);
+  };
 }
 
 /** Answers `error.statusCode` with `{ "error": { "code", "message" } }`, on any Node response. */

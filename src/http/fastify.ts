@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { TenancyError } from '../errors';
+import { TenancyError } from '../errors';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../registry/tenant-record';
 import { retryAfterOf, tenancyErrorBody } from './http-errors';
@@ -23,11 +23,21 @@ declare module 'fastify' {
 /** Options of `tenancyPlugin`: the manager plus the HTTP contract. */
 export interface TenancyPluginOptions extends TenantMiddlewareOptions<FastifyRequest> {
   readonly manager: TenantDataSourceManager;
+  /**
+   * Install `tenancyErrorHandler()` as the error handler of the scope the
+   * plugin is registered in (default true): a `TenancyError` thrown in a
+   * handler answers as the plugin's refusals do; other errors go on to the
+   * handler Fastify had (its default one unless you set your own). Set
+   * false when you set your own error handler and call the exported one
+   * from it.
+   */
+  readonly errorHandler?: boolean;
 }
 
 const plugin: FastifyPluginCallback<TenancyPluginOptions> = (fastify: FastifyInstance, options, done) => {
-  const { manager, ...contract } = options;
+  const { manager, errorHandler, ...contract } = options;
   const resolver = new TenantRequestResolver<FastifyRequest>(manager, contract);
+  if (errorHandler !== false) fastify.setErrorHandler(tenancyErrorHandler());
   fastify.decorateRequest('tenant', undefined);
   fastify.decorate('tenancy', resolver);
   fastify.addHook('onClose', (_instance, closed) => {
@@ -73,6 +83,34 @@ const plugin: FastifyPluginCallback<TenancyPluginOptions> = (fastify: FastifyIns
  * ```
  */
 export const tenancyPlugin = fp(plugin, { fastify: '5.x', name: 'typeorm-tenants' });
+
+/** A Fastify error handler: `(error, request, reply)`. */
+export type FastifyTenancyErrorHandler = (error: unknown, request: FastifyRequest, reply: FastifyReply) => void;
+
+/**
+ * Fastify error handler answering a `TenancyError` thrown in a handler with
+ * its status and `{ "error": { "code", "message" } }`, as `tenancyPlugin`
+ * answers its refusals (`TenantAlreadyExistsError` 409, a unique violation
+ * in the seed hook 409, `TENANT_CONTEXT_MISSING` 500). Any other error is
+ * thrown on, to the error handler of the parent scope (Fastify's default
+ * one unless you set your own). The plugin installs it unless given
+ * `errorHandler: false`; call it from your own handler otherwise.
+ *
+ * @example
+ * ```ts
+ * const handleTenancy = tenancyErrorHandler();
+ * app.setErrorHandler((error, request, reply) => {
+ *   if (error instanceof TenancyError) return handleTenancy(error, request, reply);
+ *   reply.code(500).send({ error: 'internal' });
+ * });
+ * ```
+ */
+export function tenancyErrorHandler(): FastifyTenancyErrorHandler {
+  return (error, _request, reply) => {
+    if (!(error instanceof TenancyError)) throw error;
+    sendError(reply, error);
+  };
+}
 
 function sendError(reply: FastifyReply, error: TenancyError): void {
   if (reply.sent) {

@@ -1,5 +1,5 @@
 import type { DataSource, QueryRunner } from 'typeorm';
-import { TenancyError, TenantMigrationError, TenantNotFoundError, sqlStateOf } from '../errors';
+import { TenancyError, TenantMigrationError, TenantNotFoundError, databaseErrorOf, sqlStateOf } from '../errors';
 import type { TenantRegistry, SqlRunner } from '../registry/tenant-registry';
 import type { SearchPaths } from '../naming/search-paths';
 import { TENANT_STATUSES, type TenantRecord, type TenantStatus } from '../registry/tenant-record';
@@ -326,26 +326,10 @@ export function fleetErrorOf(error: unknown): FleetTenantError {
   };
 }
 
-/**
- * PostgreSQL's error fields from the first error in the `cause` chain that
- * has a SQLSTATE: pg's DatabaseError, or TypeORM's QueryFailedError, which
- * copies them.
- */
+/** PostgreSQL's fields of the failure, in a report line's shape (the SQLSTATE is the line's `code`). */
 function databaseFieldsOf(error: unknown): Partial<Pick<FleetTenantError, (typeof FLEET_ERROR_DATABASE_FIELDS)[number]>> {
-  let current: unknown = error;
-  for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth += 1) {
-    if (sqlStateOf(current) !== undefined) {
-      const source = current as Record<string, unknown>;
-      const fields: Record<string, string> = {};
-      for (const field of FLEET_ERROR_DATABASE_FIELDS) {
-        const value = source[field];
-        if (typeof value === 'string' && value !== '') fields[field] = value;
-      }
-      return fields;
-    }
-    current = (current as { cause?: unknown }).cause;
-  }
-  return {};
+  const { code: _code, ...fields } = databaseErrorOf(error) ?? { code: '' };
+  return fields;
 }
 
 /** The line of a tenant in scope that is not served, so not processed. */
