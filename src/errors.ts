@@ -39,6 +39,7 @@ export type TenancyErrorCode =
   | 'TENANT_MIGRATION_FAILED'
   | 'MIGRATION_OUTSIDE_TENANT'
   | 'NON_TRANSACTIONAL_STATEMENT_REFUSED'
+  | 'MIGRATION_ESCAPED'
   | 'INVALID_ARGUMENT'
   | 'INVALID_CONFIGURATION'
   | 'MANAGER_NOT_INITIALIZED'
@@ -331,6 +332,29 @@ export class NonTransactionalStatementError extends TenancyError {
     options?: { readonly cause?: unknown },
   ) {
     super(`Tenant migration ${migration ?? '(unknown)'} (transaction = false) on schema "${schemaName}": ${message}`, options);
+  }
+}
+
+/**
+ * A tenant migration tried to leave the transaction (or, outside one, the
+ * connection) the library runs it in, where its search path and the
+ * migration guard apply: a statement that ends the transaction (`COMMIT`,
+ * `ROLLBACK`, `END`, `BEGIN` inside a script), or SQL through another
+ * connection (`queryRunner.connection.query()`, a repository of
+ * `queryRunner.connection`). Refused before it ran; the cause of
+ * `TenantProvisioningError` / `TenantMigrationError`, or a fleet line's code.
+ */
+export class MigrationEscapeError extends TenancyError {
+  override readonly name = 'MigrationEscapeError';
+  readonly code = 'MIGRATION_ESCAPED';
+  readonly statusCode = 500;
+
+  constructor(
+    readonly migration: string | undefined,
+    readonly schemaName: string,
+    message: string,
+  ) {
+    super(`Tenant migration ${migration ?? '(unknown)'} on schema "${schemaName}": ${message}`);
   }
 }
 

@@ -44,6 +44,7 @@ export {
   TenantMigrationPendingError,
   MigrationOutsideTenantError,
   NonTransactionalStatementError,
+  MigrationEscapeError,
   InvalidTenantNameError,
   TenantNotActiveError,
   TenantSuspendedError,

@@ -815,6 +815,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       migrationGuard: options.migrationGuard,
       log: this.#log,
       defaultConcurrency: Math.max(1, Math.floor((options.connection.poolSize ?? DEFAULT_POOL_SIZE) / 2)),
+      poolSize: options.connection.poolSize ?? DEFAULT_POOL_SIZE,
+      nonTransactionalMigrations: this.#tenantMigrations.some(declaresNonTransactional),
       buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
       inLockedTransaction: (dataSource, lockName, work, isolation) => this.#inLockedTransaction(dataSource, lockName, work, isolation),
     });
@@ -1123,12 +1125,16 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     try {
       await runner.startTransaction(isolation);
       try {
-        // One round trip: FROM is evaluated before the target list, so the
-        // transaction's lock_timeout is in force before the lock is waited for.
-        await runner.query(
-          `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) FROM (SELECT set_config('lock_timeout', $2, true)) AS timeout`,
-          [`typeorm-tenants:${lockName}`, `${Math.max(0, Math.floor(this.#options.lockTimeoutMs))}ms`],
-        );
+        if (isolation === 'READ COMMITTED') {
+          await pollAdvisoryLock(runner, `typeorm-tenants:${lockName}`, this.#options.lockTimeoutMs);
+        } else {
+          // One round trip: FROM is evaluated before the target list, so the
+          // transaction's lock_timeout is in force before the lock is waited for.
+          await runner.query(
+            `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) FROM (SELECT set_config('lock_timeout', $2, true)) AS timeout`,
+            [`typeorm-tenants:${lockName}`, `${Math.max(0, Math.floor(this.#options.lockTimeoutMs))}ms`],
+          );
+        }
         const result = await work(runner);
         await runner.commitTransaction();
         return result;
@@ -1244,6 +1250,38 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     log,
     dataSourceLogger: dataSourceLoggerOf(logger, connection.logging, connection.logger),
   });
+}
+
+/** Whether a migration class declares TypeORM's `transaction = false` (its instances, as TypeORM makes them, say so). */
+function declaresNonTransactional(migration: Function): boolean {
+  try {
+    return (new (migration as new () => { transaction?: unknown })() as { transaction?: unknown }).transaction === false;
+  } catch {
+    return false; // a constructor that needs arguments: TypeORM could not build it either, and says so when it runs
+  }
+}
+
+/**
+ * Takes a transaction-level advisory lock by polling
+ * `pg_try_advisory_xact_lock` rather than waiting in the server: a waiting
+ * statement holds a snapshot, and a concurrent index build of the process
+ * holding the lock would wait for that snapshot, a deadlock PostgreSQL cannot
+ * see. Each poll is a statement without parameters (the simple protocol,
+ * which keeps no snapshot after it). Gives up after `timeoutMs` with
+ * SQLSTATE 55P03 as `lock_timeout` does; 0 waits for ever, as
+ * `lock_timeout = 0` does.
+ */
+async function pollAdvisoryLock(runner: QueryRunner, key: string, timeoutMs: number): Promise<void> {
+  const literal = `'${key.replace(/'/g, "''")}'`;
+  const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Number.POSITIVE_INFINITY;
+  for (let wait = 10; ; wait = Math.min(wait * 2, 200)) {
+    const [{ locked }]: Array<{ locked: boolean }> = await runner.query(`SELECT pg_try_advisory_xact_lock(hashtextextended(${literal}, 0)) AS locked`);
+    if (locked) return;
+    if (Date.now() >= deadline) {
+      throw Object.assign(new Error(`could not obtain lock ${key} within ${timeoutMs} ms (lockTimeoutMs): another process holds it`), { code: '55P03' });
+    }
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
 }
 
 /** Drop notes older than this are pruned, so no longer wait can be kept. */

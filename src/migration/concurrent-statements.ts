@@ -114,6 +114,34 @@ function isPunctuation(token: Token): boolean {
 }
 
 /**
+ * The length of the comment or white space at `at`, lexed as PostgreSQL does
+ * (block comments nest; a `--` comment ends at a newline or a carriage
+ * return), 0 when there is none, or -1 for a block comment never closed.
+ */
+function skippable(sql: string, at: number): number {
+  const space = /^\s+/.exec(sql.slice(at, at + 4096));
+  if (space !== null) return space[0].length;
+  if (sql.startsWith('--', at)) {
+    let end = at + 2;
+    while (end < sql.length && sql[end] !== '\n' && sql[end] !== '\r') end += 1;
+    return end - at;
+  }
+  if (!sql.startsWith('/*', at)) return 0;
+  let depth = 0;
+  for (let end = at; end < sql.length; end += 1) {
+    if (sql.startsWith('/*', end)) {
+      depth += 1;
+      end += 1;
+    } else if (sql.startsWith('*/', end)) {
+      depth -= 1;
+      end += 1;
+      if (depth === 0) return end + 1 - at;
+    }
+  }
+  return -1;
+}
+
+/**
  * The first `limit` tokens of `sql`: identifiers and keywords (unquoted ones
  * in lower case), quoted identifiers (unescaped), and single punctuation
  * characters; comments and white space are skipped, and a string literal
@@ -123,13 +151,13 @@ function tokenize(sql: string, limit: number): Token[] {
   const tokens: Token[] = [];
   let at = 0;
   while (at < sql.length && tokens.length < limit) {
-    const rest = sql.slice(at);
-    const space = /^(\s+|--[^\n]*|\/\*[\s\S]*?\*\/)/.exec(rest);
-    if (space !== null) {
-      at += space[0].length;
+    const skip = skippable(sql, at);
+    if (skip < 0) break; // an unterminated comment
+    if (skip > 0) {
+      at += skip;
       continue;
     }
-    if (rest.startsWith('/*')) break; // an unterminated comment
+    const rest = sql.slice(at, at + 4096);
     if (rest[0] === '"') {
       const quoted = /^"((?:[^"]|"")*)"/.exec(rest);
       if (quoted === null) break;
@@ -148,4 +176,95 @@ function tokenize(sql: string, limit: number): Token[] {
     at += 1;
   }
   return tokens;
+}
+
+/**
+ * The statements of `sql`, split at each `;` outside string literals
+ * (standard, `E'...'`, dollar-quoted), quoted identifiers and comments
+ * (lexed as PostgreSQL does); empty ones (white space and comments only) are
+ * left out. `unterminated` when a quote or comment never closes (PostgreSQL
+ * would refuse the string).
+ */
+export function splitStatements(sql: string): { readonly statements: string[]; readonly unterminated: boolean } {
+  const statements: string[] = [];
+  let start = 0;
+  let content = false;
+  let at = 0;
+  const end = (until: number): void => {
+    if (content) statements.push(sql.slice(start, until));
+    start = until + 1;
+    content = false;
+  };
+  while (at < sql.length) {
+    const skip = skippable(sql, at);
+    if (skip < 0) return { statements: [...statements, sql.slice(start)], unterminated: true };
+    if (skip > 0) {
+      at += skip;
+      continue;
+    }
+    const char = sql[at]!;
+    if (char === ';') {
+      end(at);
+      at += 1;
+      continue;
+    }
+    content = true;
+    let next = at + 1;
+    if (char === "'" || ((char === 'e' || char === 'E') && sql[at + 1] === "'")) {
+      const escapes = char !== "'";
+      next = at + (escapes ? 2 : 1);
+      for (;;) {
+        if (next >= sql.length) return { statements: [...statements, sql.slice(start)], unterminated: true };
+        if (escapes && sql[next] === '\\') next += 2;
+        else if (sql[next] === "'" && sql[next + 1] === "'") next += 2;
+        else if (sql[next] === "'") break;
+        else next += 1;
+      }
+      next += 1;
+    } else if (char === '"') {
+      const quoted = /^"(?:[^"]|"")*"/.exec(sql.slice(at));
+      if (quoted === null) return { statements: [...statements, sql.slice(start)], unterminated: true };
+      next = at + quoted[0].length;
+    } else if (char === '$' && /^\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/.test(sql.slice(at, at + 256))) {
+      const tag = /^\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/.exec(sql.slice(at, at + 256))![0];
+      const close = sql.indexOf(tag, at + tag.length);
+      if (close < 0) return { statements: [...statements, sql.slice(start)], unterminated: true };
+      next = close + tag.length;
+    } else {
+      const word = /^[A-Za-z0-9_\u0080-\uffff$]+/.exec(sql.slice(at, at + 4096));
+      if (word !== null) next = at + word[0].length;
+    }
+    at = next;
+  }
+  end(sql.length);
+  return { statements, unterminated: false };
+}
+
+/** Whether `sql` holds more than one statement (or a quote or comment that never closes). */
+export function holdsSeveralStatements(sql: string): boolean {
+  const split = splitStatements(sql);
+  return split.unterminated || split.statements.length > 1;
+}
+
+/**
+ * The first statement of `sql` that would end (or start) the transaction it
+ * runs in: `COMMIT`, `END`, `ROLLBACK` (not `ROLLBACK TO`), `ABORT`,
+ * `BEGIN`, `START TRANSACTION`, `PREPARE TRANSACTION`, `COMMIT PREPARED`,
+ * `ROLLBACK PREPARED`. `undefined` when there is none.
+ */
+export function transactionControlIn(sql: string): string | undefined {
+  for (const statement of splitStatements(sql).statements) {
+    const words = tokenize(statement, 3).map((token) => (token.quoted ? '"' : token.value));
+    const [first, second] = words;
+    const control =
+      first === 'commit' ||
+      first === 'end' ||
+      first === 'abort' ||
+      first === 'begin' ||
+      (first === 'rollback' && second !== 'to' && words[2] !== 'to') ||
+      (first === 'start' && second === 'transaction') ||
+      (first === 'prepare' && second === 'transaction');
+    if (control) return statement.trim();
+  }
+  return undefined;
 }

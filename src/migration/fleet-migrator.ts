@@ -1,5 +1,5 @@
 import type { DataSource, QueryRunner } from 'typeorm';
-import { TenancyError, TenantMigrationError, TenantNotFoundError, databaseErrorOf, sqlStateOf } from '../errors';
+import { InvalidArgumentError, TenancyError, TenantMigrationError, TenantNotFoundError, databaseErrorOf, sqlStateOf } from '../errors';
 import type { TenantRegistry, SqlRunner } from '../registry/tenant-registry';
 import type { SearchPaths } from '../naming/search-paths';
 import { TENANT_STATUSES, type TenantRecord, type TenantStatus } from '../registry/tenant-record';
@@ -45,6 +45,10 @@ export interface SchemaAccess {
   /** Names of the tenant migrations of the code, in the order TypeORM runs them (by timestamp). */
   readonly tenantMigrationNames: readonly string[];
   readonly defaultConcurrency: number;
+  /** The pool's size: a tenant with `transaction = false` migrations uses two of its connections while it migrates. */
+  readonly poolSize: number;
+  /** Whether some tenant migration declares `transaction = false`. */
+  readonly nonTransactionalMigrations: boolean;
   /** Where the library's own messages go (the `logger` option, or process warnings). */
   readonly log: LibraryLog;
   /** Keeps each tenant's migrations (and reverts) inside its schema. */
@@ -302,7 +306,15 @@ export class FleetMigrator {
   }
 
   #runOptions(options: FleetRunOptions): FleetRunOptions & { readonly concurrency: number } {
-    const concurrency = options.concurrency ?? this.#access.defaultConcurrency;
+    const access = this.#access;
+    const concurrency = options.concurrency ?? access.defaultConcurrency;
+    if (access.nonTransactionalMigrations && Number.isInteger(concurrency) && concurrency * 2 > access.poolSize) {
+      throw new InvalidArgumentError(
+        `concurrency ${concurrency} needs up to ${concurrency * 2} connections, and the pool has ${access.poolSize}: a tenant migration declares ` +
+          'transaction = false, and a tenant running one holds its lock on one connection while the migration runs on another. ' +
+          (access.poolSize >= 2 ? `Use a concurrency of at most ${Math.floor(access.poolSize / 2)}, or a poolSize of at least ${concurrency * 2}.` : `Use a poolSize of at least ${concurrency * 2}.`),
+      );
+    }
     return { ...options, concurrency };
   }
 }

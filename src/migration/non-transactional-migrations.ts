@@ -1,8 +1,8 @@
 import type { DataSource, MigrationInterface, QueryRunner } from 'typeorm';
-import { MigrationOutsideTenantError, NonTransactionalStatementError, sqlStateOf } from '../errors';
+import { MigrationEscapeError, MigrationOutsideTenantError, NonTransactionalStatementError, sqlStateOf } from '../errors';
 import { quoteIdent, quoteIdentList } from '../naming/quote-ident';
 import type { SqlRunner } from '../registry/tenant-registry';
-import { concurrentStatementOf } from './concurrent-statements';
+import { concurrentStatementOf, holdsSeveralStatements, transactionControlIn } from './concurrent-statements';
 import { ARM_GUARD_SQL, CATALOG_PREPARE_SQL, checkArmed, checkCatalog, type MigrationGuardMode } from './migration-guard';
 
 /** TypeORM's flag: a migration that must run outside a transaction (`transaction = false`). */
@@ -20,19 +20,36 @@ type Query = QueryRunner['query'];
 type AnyQuery = (sql: string, parameters?: unknown[], structured?: boolean) => Promise<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /**
- * Inside a transaction (`createTenant`, the warm pool, restore, the
- * generator's throwaway schema), for the duration of one migration with
- * `transaction = false`: its concurrent index statements run with
+ * For the duration of one tenant migration run inside the library's
+ * transaction (every migration of `createTenant`, the warm pool, restore and
+ * the generator's throwaway schema; transactional ones in fleet runs): a
+ * statement that would end that transaction (`COMMIT`, `ROLLBACK`, a
+ * `BEGIN; ...; COMMIT` script) is refused with a `MigrationEscapeError`
+ * before it is sent, since what followed it would run outside the
+ * transaction, unguarded. With `stripConcurrently` (a migration with
+ * `transaction = false`): its concurrent index statements run with
  * `CONCURRENTLY` removed (in a schema no request reads yet, or one not
  * served, the lock they then take harms nobody), and a statement PostgreSQL
  * refuses in a transaction fails with a `NonTransactionalStatementError`
  * saying so. Returns the function that restores the runner.
  */
-export function runInTransactionForm(runner: QueryRunner, migration: string, schemaName: string): () => void {
+export function runInMigrationTransaction(runner: QueryRunner, migration: string, schemaName: string, stripConcurrently: boolean): () => void {
   const original = runner.query;
   const send = original.bind(runner) as AnyQuery;
   runner.query = async function (this: QueryRunner, sql: string, parameters?: unknown[], structured?: boolean) {
+    const control = typeof sql === 'string' ? transactionControlIn(sql) : undefined;
+    if (control !== undefined) {
+      throw new MigrationEscapeError(
+        migration,
+        schemaName,
+        `"${abbreviated(control)}" would end the transaction the migration runs in, and what followed would run outside it, with no search path ` +
+          'and no guard. Leave transactions to the library (set transaction = false for statements that cannot run in one).',
+      );
+    }
+    if (!stripConcurrently) return send(sql, parameters, structured);
     const concurrent = typeof sql === 'string' ? concurrentStatementOf(sql) : undefined;
+    // A schema made by this very transaction has nothing to rebuild, and REINDEX SCHEMA cannot run in a transaction.
+    if (concurrent?.action === 'REINDEX SCHEMA CONCURRENTLY' && concurrent.schema === schemaName) return structured === true ? { records: [], raw: [] } : [];
     try {
       return await send(concurrent?.inTransaction ?? sql, parameters, structured);
     } catch (error) {
@@ -48,6 +65,30 @@ export function runInTransactionForm(runner: QueryRunner, migration: string, sch
   } as Query;
   return () => {
     runner.query = original;
+  };
+}
+
+/**
+ * For the duration of one tenant migration's `up()` or `down()`: SQL through
+ * another connection of its DataSource (`queryRunner.connection.query()`,
+ * `queryRunner.connection.getRepository(...)`) is refused with a
+ * `MigrationEscapeError`, since it would run outside the migration's
+ * transaction, search path and guard. Returns the function that restores the
+ * DataSource.
+ */
+export function refuseOtherConnections(dataSource: DataSource, migration: string, schemaName: string): () => void {
+  const own = Object.getOwnPropertyDescriptor(dataSource, 'createQueryRunner');
+  dataSource.createQueryRunner = () => {
+    throw new MigrationEscapeError(
+      migration,
+      schemaName,
+      'it asked its DataSource for another connection (queryRunner.connection.query(), a repository or manager of queryRunner.connection), ' +
+        'whose SQL would run outside its transaction, search path and guard. Use the queryRunner given to up() and down() (queryRunner.query(), queryRunner.manager).',
+    );
+  };
+  return () => {
+    if (own !== undefined) Object.defineProperty(dataSource, 'createQueryRunner', own);
+    else delete (dataSource as { createQueryRunner?: unknown }).createQueryRunner;
   };
 }
 
@@ -89,7 +130,23 @@ export function runInBareForm(
     if (guard === 'event-trigger') await checkArmed(sql, schemaName, migration);
     else if (guard === 'catalog') await checkCatalog(sql, schemaName, migration);
   };
-  runner.query = async function (this: QueryRunner, statement: string, parameters?: unknown[], structured?: boolean) {
+  // One statement at a time, in call order: statements started together
+  // (Promise.all) would otherwise interleave with the transactions around them.
+  let queue: Promise<unknown> = Promise.resolve();
+  runner.query = function (this: QueryRunner, statement: string, parameters?: unknown[], structured?: boolean) {
+    const turn = queue.then(() => runOne(statement, parameters, structured));
+    queue = turn.catch(() => undefined);
+    return turn;
+  } as Query;
+  const runOne = async (statement: string, parameters?: unknown[], structured?: boolean): Promise<unknown> => {
+    if (typeof statement === 'string' && holdsSeveralStatements(statement)) {
+      // A COMMIT inside the string would end the statement's transaction, and what follows would run unguarded.
+      throw new NonTransactionalStatementError(
+        migration,
+        schemaName,
+        `"${abbreviated(statement)}" holds several statements; outside a transaction each must be sent on its own (one queryRunner.query() call per statement).`,
+      );
+    }
     if (typeof statement !== 'string' || TRANSACTION_CONTROL.test(statement)) return send(statement, parameters, structured);
     const concurrent = concurrentStatementOf(statement);
     if (concurrent !== undefined) {
@@ -134,7 +191,7 @@ export function runInBareForm(
         { cause: error },
       );
     }
-  } as Query;
+  };
   return () => {
     runner.query = original;
   };
@@ -153,12 +210,17 @@ export async function releaseSnapshot(sql: SqlRunner): Promise<void> {
   await sql.query('SELECT 1');
 }
 
-/** The indexes of `schemaName` that PostgreSQL marks invalid (a concurrent build or rebuild that failed), by name. */
+/**
+ * The indexes of `schemaName` that PostgreSQL marks invalid (a concurrent
+ * build or rebuild that failed), by name. Indexes of partitioned tables are
+ * left out: one made with `ON ONLY` is invalid by design until its
+ * partitions' indexes are attached.
+ */
 export async function invalidIndexesOf(sql: SqlRunner, schemaName: string): Promise<string[]> {
   const rows: Array<{ name: string }> = await sql.query(
     `SELECT c.relname AS name
        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND NOT i.indisvalid
+      WHERE n.nspname = $1 AND NOT i.indisvalid AND c.relkind = 'i'
       ORDER BY c.relname COLLATE "C"`,
     [schemaName],
   );

@@ -1,7 +1,7 @@
 import { TenancyConfigurationError } from '../errors';
 import { MigrationExecutor, type DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import { quoteIdentList } from '../naming/quote-ident';
-import { isNonTransactional, runInTransactionForm } from './non-transactional-migrations';
+import { isNonTransactional, refuseOtherConnections, runInMigrationTransaction } from './non-transactional-migrations';
 import { ARM_GUARD_SQL, CATALOG_PREPARE_SQL, CATALOG_RESTORE_SQL, DISARM_GUARD_SQL, checkArmed, checkCatalog, guardErrorOf, type MigrationGuardMode } from './migration-guard';
 
 /** A migration failed; `migration` names it. The original error is the `cause`. */
@@ -208,10 +208,13 @@ async function withMigrationTracking<T>(
             '(or migrateShared()), where CONCURRENTLY cannot be used. Run it with the TypeORM CLI over ormconfig.ts, or drop transaction = false.',
         );
       }
-      const unwrap = inTransactionForm ? runInTransactionForm(runner, name, schemaName) : undefined;
+      // Tenant migrations only: shared ones keep TypeORM's behaviour.
+      const unwrap = shared ? undefined : runInMigrationTransaction(runner, name, schemaName, inTransactionForm);
+      const reconnect = shared ? undefined : refuseOtherConnections(dataSource, name, schemaName);
       try {
         await original.call(instance, runner);
       } finally {
+        reconnect?.();
         unwrap?.();
       }
       await checkAfterEach?.(runner, schemaName, name);

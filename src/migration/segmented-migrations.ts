@@ -2,7 +2,7 @@ import { MigrationExecutor, type DataSource, type QueryRunner } from 'typeorm';
 import type { Migration } from 'typeorm/migration/Migration';
 import type { SqlRunner } from '../registry/tenant-registry';
 import { guardErrorOf, type MigrationGuardMode } from './migration-guard';
-import { dropInvalidIndex, invalidIndexesOf, isNonTransactional, runInBareForm } from './non-transactional-migrations';
+import { dropInvalidIndex, invalidIndexesOf, isNonTransactional, refuseOtherConnections, runInBareForm } from './non-transactional-migrations';
 import { MigrationFailure, applyPendingMigrations, undoLastMigration } from './schema-migrator';
 
 /** An index a failed concurrent build had left invalid, found before a rerun: dropped, then rebuilt by the migration (or not). */
@@ -86,7 +86,7 @@ export async function applyPendingInSegments(dataSource: DataSource, options: Se
   } catch (error) {
     throw await failureWith(runner, schemaName, error, applied);
   } finally {
-    await runner.release();
+    await releaseClean(runner);
   }
 }
 
@@ -123,7 +123,7 @@ export async function undoLastInSegments(dataSource: DataSource, options: Segmen
   } catch (error) {
     throw await failureWith(runner, schemaName, error, []);
   } finally {
-    await runner.release();
+    await releaseClean(runner);
   }
 }
 
@@ -133,16 +133,40 @@ interface ExecutorRecords {
   deleteExecutedMigration(runner: QueryRunner, migration: Migration): Promise<void>;
 }
 
+/**
+ * Gives the runner's connection back to the pool without what a migration
+ * set on its session (`SET statement_timeout`, `application_name`, ...):
+ * outside a transaction such settings outlive the migration, and the
+ * connection serves requests next. A connection that cannot be reset is
+ * broken, and the pool discards it.
+ */
+async function releaseClean(runner: QueryRunner): Promise<void> {
+  try {
+    if (runner.isTransactionActive) await runner.rollbackTransaction();
+    await runner.query('RESET ALL');
+  } catch {
+    // Broken: pg's pool drops a client whose connection failed.
+  } finally {
+    await runner.release();
+  }
+}
+
 async function runBare(runner: QueryRunner, migration: Migration, options: SegmentedRunOptions, direction: 'up' | 'down'): Promise<void> {
   const unwrap = runInBareForm(runner, migration.name, options.searchPath, options.guard);
+  const reconnect = refuseOtherConnections(runner.connection, migration.name, options.searchPath[0]!);
+  const logger = runner.connection.logger;
   try {
     await migration.instance![direction](runner);
+    // As TypeORM's executor logs the migrations it runs.
+    logger.logSchemaBuild(`Migration ${migration.name} has been ${direction === 'up' ? 'executed' : 'reverted'} successfully.`, runner);
   } catch (error) {
+    logger.logMigration(`Migration "${migration.name}" failed, error: ${error instanceof Error ? error.message : String(error)}`, runner);
     const schemaName = options.searchPath[0]!;
     // The migration's own transaction, if it left one open, is not to be kept.
     if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
     throw new MigrationFailure(migration.name, (options.guard === 'event-trigger' ? guardErrorOf(error, migration.name, schemaName) : undefined) ?? error);
   } finally {
+    reconnect();
     unwrap();
   }
   if (runner.isTransactionActive) {

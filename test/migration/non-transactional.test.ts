@@ -231,7 +231,8 @@ describe('Migrations with transaction = false', () => {
         let builder: number | undefined;
         for (let i = 0; i < 500 && builder === undefined; i += 1) {
           const rows = await adminQuery<{ pid: number }>(
-            `SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY%' AND state = 'active' AND datname = current_database()`,
+            `SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY%' AND query LIKE $1 AND state = 'active' AND datname = current_database()`,
+            [`%"${schema}".client%`],
           );
           builder = rows[0]?.pid;
           if (builder === undefined) await sleep(20);
