@@ -814,8 +814,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       tenantMigrationNames: this.#tenantMigrationNames,
       migrationGuard: options.migrationGuard,
       log: this.#log,
-      defaultConcurrency: Math.max(1, Math.floor((options.connection.poolSize ?? DEFAULT_POOL_SIZE) / 2)),
-      poolSize: options.connection.poolSize ?? DEFAULT_POOL_SIZE,
+      // The pool's real size: `dataSource.extra.max` overrides poolSize, as in TypeORM.
+      defaultConcurrency: Math.max(1, Math.floor(this.#poolMax() / 2)),
+      poolSize: this.#poolMax(),
       nonTransactionalMigrations: this.#tenantMigrations.some(declaresNonTransactional),
       buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
       inLockedTransaction: (dataSource, lockName, work, isolation) => this.#inLockedTransaction(dataSource, lockName, work, isolation),
@@ -1110,6 +1111,13 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     });
   }
 
+  /** The size of the manager's pool, as pg was given it. */
+  #poolMax(): number {
+    const pool = this.#pools.get(serverKeyOf(this.#options.connection));
+    const max = (pool as unknown as { options?: { max?: unknown } } | undefined)?.options?.max;
+    return typeof max === 'number' && max > 0 ? max : (this.#options.connection.poolSize ?? DEFAULT_POOL_SIZE);
+  }
+
   /**
    * Runs `work` in a transaction on `dataSource`, after taking a
    * transaction-level advisory lock on `lockName` (so it also works behind a
@@ -1125,16 +1133,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     try {
       await runner.startTransaction(isolation);
       try {
-        if (isolation === 'READ COMMITTED') {
-          await pollAdvisoryLock(runner, `typeorm-tenants:${lockName}`, this.#options.lockTimeoutMs);
-        } else {
-          // One round trip: FROM is evaluated before the target list, so the
-          // transaction's lock_timeout is in force before the lock is waited for.
-          await runner.query(
-            `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) FROM (SELECT set_config('lock_timeout', $2, true)) AS timeout`,
-            [`typeorm-tenants:${lockName}`, `${Math.max(0, Math.floor(this.#options.lockTimeoutMs))}ms`],
-          );
-        }
+        await pollAdvisoryLock(runner, `typeorm-tenants:${lockName}`, this.#options.lockTimeoutMs);
         const result = await work(runner);
         await runner.commitTransaction();
         return result;
@@ -1252,6 +1251,12 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
   });
 }
 
+/** `value` as an SQL string literal, whatever standard_conforming_strings says. */
+function sqlLiteral(value: string): string {
+  const quoted = value.replace(/'/g, "''");
+  return /\\/.test(value) ? `E'${quoted.replace(/\\/g, '\\\\')}'` : `'${quoted}'`;
+}
+
 /** Whether a migration class declares TypeORM's `transaction = false` (its instances, as TypeORM makes them, say so). */
 function declaresNonTransactional(migration: Function): boolean {
   try {
@@ -1264,18 +1269,25 @@ function declaresNonTransactional(migration: Function): boolean {
 /**
  * Takes a transaction-level advisory lock by polling
  * `pg_try_advisory_xact_lock` rather than waiting in the server: a waiting
- * statement holds a snapshot, and a concurrent index build of the process
- * holding the lock would wait for that snapshot, a deadlock PostgreSQL cannot
- * see. Each poll is a statement without parameters (the simple protocol,
- * which keeps no snapshot after it). Gives up after `timeoutMs` with
+ * statement holds a snapshot, and a concurrent index build (a
+ * `transaction = false` migration) of the process holding the tenant's lock
+ * waits for every older snapshot: a deadlock PostgreSQL cannot see. Each
+ * poll is a statement without parameters (the simple protocol, which keeps
+ * no snapshot after it in READ COMMITTED), and sets the transaction's
+ * `lock_timeout` for what follows. The first poll answers at once when the
+ * lock is free (one round trip, as before). Gives up after `timeoutMs` with
  * SQLSTATE 55P03 as `lock_timeout` does; 0 waits for ever, as
  * `lock_timeout = 0` does.
  */
 async function pollAdvisoryLock(runner: QueryRunner, key: string, timeoutMs: number): Promise<void> {
-  const literal = `'${key.replace(/'/g, "''")}'`;
+  const literal = sqlLiteral(key);
+  const timeout = sqlLiteral(`${Math.max(0, Math.floor(timeoutMs))}ms`);
   const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Number.POSITIVE_INFINITY;
   for (let wait = 10; ; wait = Math.min(wait * 2, 200)) {
-    const [{ locked }]: Array<{ locked: boolean }> = await runner.query(`SELECT pg_try_advisory_xact_lock(hashtextextended(${literal}, 0)) AS locked`);
+    // FROM is evaluated before the target list: lock_timeout is in force for the rest of the transaction.
+    const [{ locked }]: Array<{ locked: boolean }> = await runner.query(
+      `SELECT pg_try_advisory_xact_lock(hashtextextended(${literal}, 0)) AS locked FROM (SELECT set_config('lock_timeout', ${timeout}, true)) AS timeout`,
+    );
     if (locked) return;
     if (Date.now() >= deadline) {
       throw Object.assign(new Error(`could not obtain lock ${key} within ${timeoutMs} ms (lockTimeoutMs): another process holds it`), { code: '55P03' });

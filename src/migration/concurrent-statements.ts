@@ -46,19 +46,24 @@ export function concurrentStatementOf(sql: string): ConcurrentStatement | undefi
     i += 1;
     return true;
   };
-  const skipParenthesized = (): void => {
-    if (tokens[i]?.value !== '(' || tokens[i]?.quoted) return;
+  /** Skips a parenthesised option list and returns its tokens (without the parentheses), or `undefined` when there is none. */
+  const skipParenthesized = (): Token[] | undefined => {
+    if (tokens[i]?.value !== '(' || tokens[i]?.quoted) return undefined;
+    const from = i;
     let depth = 0;
     for (; i < tokens.length; i += 1) {
       if (tokens[i]!.value === '(') depth += 1;
       if (tokens[i]!.value === ')' && --depth === 0) {
         i += 1;
-        return;
+        return tokens.slice(from, i);
       }
     }
+    return undefined;
   };
   let action: string;
-  let concurrently: Token;
+  let concurrently: Token | undefined;
+  // REINDEX (CONCURRENTLY [true]) TABLE ...: the option form; the in-transaction form drops that option.
+  let inTransactionOf: ((sql: string) => string) | undefined;
   let schemaOnly = false;
   if (keyword('create')) {
     const unique = keyword('unique');
@@ -84,11 +89,29 @@ export function concurrentStatementOf(sql: string): ConcurrentStatement | undefi
       if (!keyword('exists')) return undefined;
     }
   } else if (keyword('reindex')) {
-    skipParenthesized();
+    const options = skipParenthesized();
     const kind = tokens[i]?.value;
     if (!keyword('index', 'table', 'schema')) return undefined;
-    concurrently = tokens[i]!;
-    if (!keyword('concurrently')) return undefined;
+    const optionAt = options?.findIndex((token) => !token.quoted && token.value === 'concurrently') ?? -1;
+    const optionValue = options?.[optionAt + 1];
+    const optionOn = optionAt >= 0 && (optionValue === undefined || !['false', 'off', '0'].includes(optionValue.value));
+    if (optionOn) {
+      const list = options!;
+      inTransactionOf = (text) => {
+        // The options without CONCURRENTLY [value]; no options left: no parentheses.
+        const items: Token[][] = [[]];
+        for (const token of list.slice(1, -1)) {
+          if (!token.quoted && token.value === ',') items.push([]);
+          else items[items.length - 1]!.push(token);
+        }
+        const kept = items.filter((item) => item.length > 0 && !(item[0]!.value === 'concurrently' && !item[0]!.quoted));
+        const replacement = kept.length === 0 ? '' : `(${kept.map((item) => text.slice(item[0]!.start, item[item.length - 1]!.end)).join(', ')})`;
+        return text.slice(0, list[0]!.start) + replacement + text.slice(list[list.length - 1]!.end);
+      };
+    } else {
+      concurrently = tokens[i]!;
+      if (!keyword('concurrently')) return undefined;
+    }
     action = `REINDEX ${kind!.toUpperCase()} CONCURRENTLY`;
     schemaOnly = kind === 'schema';
   } else {
@@ -105,7 +128,7 @@ export function concurrentStatementOf(sql: string): ConcurrentStatement | undefi
   const target = name.map((t) => (t.quoted ? `"${t.value.replace(/"/g, '""')}"` : t.value)).join('.');
   // schema.name, or database.schema.name; a REINDEX SCHEMA names the schema itself.
   const schema = schemaOnly ? name[0]!.value : name.length >= 2 ? name[name.length - 2]!.value : undefined;
-  const inTransaction = sql.slice(0, concurrently.start) + sql.slice(concurrently.end);
+  const inTransaction = inTransactionOf?.(sql) ?? sql.slice(0, concurrently!.start) + sql.slice(concurrently!.end);
   return { action, schema, target, inTransaction };
 }
 
@@ -181,19 +204,25 @@ function tokenize(sql: string, limit: number): Token[] {
 /**
  * The statements of `sql`, split at each `;` outside string literals
  * (standard, `E'...'`, dollar-quoted), quoted identifiers and comments
- * (lexed as PostgreSQL does); empty ones (white space and comments only) are
- * left out. `unterminated` when a quote or comment never closes (PostgreSQL
+ * (lexed as PostgreSQL does), parentheses (`CREATE RULE ... DO (a; b)`) and
+ * SQL-standard bodies (`BEGIN ATOMIC ... END`, with the `CASE ... END` inside
+ * them); empty ones (white space and comments only) are left out. `unterminated` when a quote or comment never closes (PostgreSQL
  * would refuse the string).
  */
-export function splitStatements(sql: string): { readonly statements: string[]; readonly unterminated: boolean } {
+export function splitStatements(sql: string, backslashEscapes = false): { readonly statements: string[]; readonly unterminated: boolean } {
   const statements: string[] = [];
   let start = 0;
   let content = false;
   let at = 0;
+  let parentheses = 0;
+  // Open BEGIN ATOMIC bodies and CASE expressions inside them; the previous word, to see BEGIN ATOMIC.
+  let blocks = 0;
+  let previousWord = '';
   const end = (until: number): void => {
     if (content) statements.push(sql.slice(start, until));
     start = until + 1;
     content = false;
+    previousWord = '';
   };
   while (at < sql.length) {
     const skip = skippable(sql, at);
@@ -203,16 +232,19 @@ export function splitStatements(sql: string): { readonly statements: string[]; r
       continue;
     }
     const char = sql[at]!;
-    if (char === ';') {
+    if (char === ';' && parentheses === 0 && blocks === 0) {
       end(at);
       at += 1;
       continue;
     }
+    if (char === '(') parentheses += 1;
+    if (char === ')') parentheses = Math.max(0, parentheses - 1);
     content = true;
     let next = at + 1;
     if (char === "'" || ((char === 'e' || char === 'E') && sql[at + 1] === "'")) {
-      const escapes = char !== "'";
-      next = at + (escapes ? 2 : 1);
+      // E'...' always takes backslash escapes; '...' too under standard_conforming_strings = off.
+      const escapes = char !== "'" || backslashEscapes;
+      next = at + (char === "'" ? 1 : 2);
       for (;;) {
         if (next >= sql.length) return { statements: [...statements, sql.slice(start)], unterminated: true };
         if (escapes && sql[next] === '\\') next += 2;
@@ -232,7 +264,14 @@ export function splitStatements(sql: string): { readonly statements: string[]; r
       next = close + tag.length;
     } else {
       const word = /^[A-Za-z0-9_\u0080-\uffff$]+/.exec(sql.slice(at, at + 4096));
-      if (word !== null) next = at + word[0].length;
+      if (word !== null) {
+        next = at + word[0].length;
+        const lower = word[0].toLowerCase();
+        if (lower === 'atomic' && previousWord === 'begin') blocks += 1;
+        else if (lower === 'case' && blocks > 0) blocks += 1;
+        else if (lower === 'end' && blocks > 0) blocks -= 1;
+        previousWord = lower;
+      }
     }
     at = next;
   }
@@ -240,10 +279,17 @@ export function splitStatements(sql: string): { readonly statements: string[]; r
   return { statements, unterminated: false };
 }
 
-/** Whether `sql` holds more than one statement (or a quote or comment that never closes). */
+/**
+ * Whether `sql` holds more than one statement (or a quote or comment that
+ * never closes), read with standard_conforming_strings on and off: a
+ * migration may change the setting, so either reading counts.
+ */
 export function holdsSeveralStatements(sql: string): boolean {
-  const split = splitStatements(sql);
-  return split.unterminated || split.statements.length > 1;
+  return [false, true].some((backslashEscapes) => {
+    const split = splitStatements(sql, backslashEscapes);
+    // An unterminated quote only counts in the default reading: 'C:\' is whole there.
+    return split.statements.length > 1 || (split.unterminated && !backslashEscapes);
+  });
 }
 
 /**
@@ -253,7 +299,8 @@ export function holdsSeveralStatements(sql: string): boolean {
  * `ROLLBACK PREPARED`. `undefined` when there is none.
  */
 export function transactionControlIn(sql: string): string | undefined {
-  for (const statement of splitStatements(sql).statements) {
+  // Read both ways: under standard_conforming_strings = off a backslash escapes a quote in '...'.
+  for (const statement of [...splitStatements(sql).statements, ...splitStatements(sql, true).statements]) {
     const words = tokenize(statement, 3).map((token) => (token.quoted ? '"' : token.value));
     const [first, second] = words;
     const control =

@@ -166,7 +166,7 @@ export class FleetMigrator {
           await access.ledger.syncTenant(runner, slug, schemaOf.get(slug)!);
           return { applied: [] };
         }),
-      this.#runOptions(options),
+      this.#runOptions(options, false),
     );
   }
 
@@ -305,10 +305,11 @@ export class FleetMigrator {
     return scope;
   }
 
-  #runOptions(options: FleetRunOptions): FleetRunOptions & { readonly concurrency: number } {
+  /** The run's options; `migrating`: tenants may run `transaction = false` migrations (two connections each), not so for reconcile. */
+  #runOptions(options: FleetRunOptions, migrating = true): FleetRunOptions & { readonly concurrency: number } {
     const access = this.#access;
     const concurrency = options.concurrency ?? access.defaultConcurrency;
-    if (access.nonTransactionalMigrations && Number.isInteger(concurrency) && concurrency * 2 > access.poolSize) {
+    if (migrating && access.nonTransactionalMigrations && Number.isInteger(concurrency) && concurrency * 2 > access.poolSize) {
       throw new InvalidArgumentError(
         `concurrency ${concurrency} needs up to ${concurrency * 2} connections, and the pool has ${access.poolSize}: a tenant migration declares ` +
           'transaction = false, and a tenant running one holds its lock on one connection while the migration runs on another. ' +

@@ -92,8 +92,10 @@ export function refuseOtherConnections(dataSource: DataSource, migration: string
   };
 }
 
-/** Transaction control, which passes through the bare runner untouched. */
-const TRANSACTION_CONTROL = /^\s*(start\s+transaction|begin|commit|end|rollback|abort|savepoint|release|set\s+transaction)\b/i;
+/** Transaction control statements. */
+const TRANSACTION_CONTROL = /^\s*(start\s+transaction|begin|commit|end|rollback|abort|savepoint|release|set\s+transaction|prepare\s+transaction)\b/i;
+/** The ones that neither start nor end a transaction: they pass as they are. */
+const WITHIN_TRANSACTION = /^\s*(savepoint|release|rollback\s+((transaction|work)\s+)?to|set\s+transaction)\b/i;
 
 /**
  * Outside a transaction (fleet runs), for the duration of one migration with
@@ -130,6 +132,22 @@ export function runInBareForm(
     if (guard === 'event-trigger') await checkArmed(sql, schemaName, migration);
     else if (guard === 'catalog') await checkCatalog(sql, schemaName, migration);
   };
+  // The migration's own transactions are followed through TypeORM's methods
+  // (which keep isTransactionActive right); the same statements sent raw would not be.
+  let typeOrmControl = 0;
+  const methods = ['startTransaction', 'commitTransaction', 'rollbackTransaction'] as const;
+  const originals = methods.map((name) => runner[name]);
+  methods.forEach((name, index) => {
+    const method = originals[index]! as (...args: unknown[]) => Promise<void>;
+    (runner as unknown as Record<string, unknown>)[name] = async (...args: unknown[]): Promise<void> => {
+      typeOrmControl += 1;
+      try {
+        await method.apply(runner, args);
+      } finally {
+        typeOrmControl -= 1;
+      }
+    };
+  });
   // One statement at a time, in call order: statements started together
   // (Promise.all) would otherwise interleave with the transactions around them.
   let queue: Promise<unknown> = Promise.resolve();
@@ -147,7 +165,16 @@ export function runInBareForm(
         `"${abbreviated(statement)}" holds several statements; outside a transaction each must be sent on its own (one queryRunner.query() call per statement).`,
       );
     }
-    if (typeof statement !== 'string' || TRANSACTION_CONTROL.test(statement)) return send(statement, parameters, structured);
+    if (typeof statement !== 'string') return send(statement, parameters, structured);
+    if (TRANSACTION_CONTROL.test(statement)) {
+      if (typeOrmControl > 0 || WITHIN_TRANSACTION.test(statement)) return send(statement, parameters, structured);
+      throw new MigrationEscapeError(
+        migration,
+        schemaName,
+        `"${abbreviated(statement)}" sent through queryRunner.query() starts or ends a transaction behind the runner's back, and what followed it would run ` +
+          'with no search path and no guard. Use queryRunner.startTransaction(), commitTransaction() and rollbackTransaction(), which the library follows.',
+      );
+    }
     const concurrent = concurrentStatementOf(statement);
     if (concurrent !== undefined) {
       if (concurrent.schema === undefined) {
@@ -194,6 +221,9 @@ export function runInBareForm(
   };
   return () => {
     runner.query = original;
+    methods.forEach((name, index) => {
+      (runner as unknown as Record<string, unknown>)[name] = originals[index];
+    });
   };
 }
 

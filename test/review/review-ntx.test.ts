@@ -518,7 +518,9 @@ describe('review: transaction = false migrations, concurrency and pools', () => 
     const outcome = await Promise.race([both.then(() => 'done' as const), sleep(20_000).then(() => 'stuck' as const)]);
     if (outcome === 'stuck') {
       // Unblock: end the backend waiting for the advisory lock, so the build can finish and the managers close.
-      await adminQuery(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`);
+      await adminQuery(
+        `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+      );
       await both.catch(() => undefined);
     }
     expect(outcome, 'both runs finished within 20 s').to.equal('done');
