@@ -1,6 +1,5 @@
 import { expect } from 'chai';
 import { Client as PgClient } from 'pg';
-import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { Client, Plan, Project } from '../../entities';
 import { sharedMigrations, tenantMigrations } from '../../migrations';
 import {
@@ -9,39 +8,14 @@ import {
   TenancyConfigurationError,
   TenantProvisioningError,
   tenantSchemaOf,
-  type FleetTenantResult,
   type TenantDataSourceManagerOptions,
 } from '../../src';
 import { concurrentStatementOf } from '../../src/migration/concurrent-statements';
 import { adminQuery, databaseUrl, openManager, schemaExists, sleep, uniqueSlug } from '../support/fixtures';
 import { withFreshDatabase } from '../support/fresh-database';
 import { usePgBouncer } from '../support/pgbouncer-hooks';
+import { indexState, lineOf, migration, nextStamp, recorded, schemaOf } from '../support/tenant-migrations';
 
-let stamp = 1_810_000_000_000;
-
-/** A tenant migration class named `<Name><timestamp>`, with TypeORM's `transaction` flag as given. */
-function migration(
-  name: string,
-  transaction: boolean | undefined,
-  up: (runner: QueryRunner) => Promise<void>,
-  down: (runner: QueryRunner) => Promise<void> = async () => undefined,
-): Function {
-  const className = `${name}${(stamp += 1)}`;
-  const holder = {
-    [className]: class implements MigrationInterface {
-      readonly transaction = transaction;
-      up(runner: QueryRunner): Promise<void> {
-        return up(runner);
-      }
-      down(runner: QueryRunner): Promise<void> {
-        return down(runner);
-      }
-    },
-  };
-  return holder[className]!;
-}
-
-const schemaOf = (slug: string): string => slug.replace(/-/g, '_');
 
 /** A `transaction = false` migration building a unique index on client(email) concurrently, idempotent as the README asks. */
 function concurrentEmailIndex(index: string, observed?: { transactionActive?: boolean; lockHeldElsewhere?: boolean }): Function {
@@ -62,31 +36,6 @@ function concurrentEmailIndex(index: string, observed?: { transactionActive?: bo
       await runner.query(`DROP INDEX CONCURRENTLY IF EXISTS "${tenantSchemaOf(runner)}"."${index}"`);
     },
   );
-}
-
-async function indexState(schema: string, index: string): Promise<'valid' | 'invalid' | 'missing'> {
-  const rows = await adminQuery<{ valid: boolean }>(
-    `SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relname = $2`,
-    [schema, index],
-  );
-  return rows.length === 0 ? 'missing' : rows[0]!.valid ? 'valid' : 'invalid';
-}
-
-/** Whether the tenant's migrations table, and the ledger, record `name`. */
-async function recorded(slug: string, name: string, registry = 'tenants'): Promise<{ own: boolean; ledger: boolean }> {
-  const [row] = await adminQuery<{ own: boolean; ledger: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM "${schemaOf(slug)}".migrations WHERE name = $1) AS own,
-            EXISTS (SELECT 1 FROM public."${registry}_migrations" WHERE slug = $2 AND name = $1) AS ledger`,
-    [name, slug],
-  );
-  return row!;
-}
-
-function lineOf(results: readonly FleetTenantResult[], slug: string): FleetTenantResult {
-  const line = results.find((r) => r.slug === slug);
-  if (line === undefined) throw new Error(`No line for ${slug}`);
-  return line;
 }
 
 /** The first error of `type` in a cause chain. */
@@ -292,7 +241,7 @@ describe('Migrations with transaction = false', () => {
         await base.createTenant(slug);
         await base.destroy();
         const schema = schemaOf(slug);
-        const table = `ntx_public_${stamp}`;
+        const table = `ntx_public_${nextStamp()}`;
 
         const unqualified = migration('UnqualifiedTableNtx', false, async (runner) => {
           await runner.query('CREATE TABLE ntx_audit (id int)');
@@ -433,7 +382,7 @@ describe('Migrations with transaction = false', () => {
       this.timeout(60_000);
       const index = 'IDX_ntx_pool_email';
       const cic = concurrentEmailIndex(index);
-      const registryTable = `ntx_pool_${stamp}`;
+      const registryTable = `ntx_pool_${nextStamp()}`;
       const base = await open([], { registryTable });
       const archived = uniqueSlug('ntx-arch');
       await base.createTenant(archived);

@@ -6,36 +6,11 @@
  * finding.
  */
 import { expect } from 'chai';
-import type { MigrationInterface, QueryRunner } from 'typeorm';
-import { tenantMigrations } from '../../migrations';
-import { tenantContext, tenantSchemaOf, type FleetTenantResult, type TenantDataSourceManagerOptions } from '../../src';
+import { tenantContext, tenantSchemaOf } from '../../src';
 import { splitStatements, transactionControlIn } from '../../src/migration/concurrent-statements';
-import { adminQuery, databaseUrl, openManager, schemaExists, sleep, uniqueSlug } from '../support/fixtures';
+import { adminQuery, databaseUrl, schemaExists, sleep, uniqueSlug } from '../support/fixtures';
+import { baseTenants, lineOf, migration, nextStamp, openWith as open, relationsNamed, schemaOf } from '../support/tenant-migrations';
 
-let stamp = 1_830_000_000_000;
-
-function migration(
-  name: string,
-  transaction: boolean | undefined,
-  up: (runner: QueryRunner) => Promise<void>,
-  down: (runner: QueryRunner) => Promise<void> = async () => undefined,
-): Function {
-  const className = `${name}${(stamp += 1)}`;
-  const holder = {
-    [className]: class implements MigrationInterface {
-      readonly transaction = transaction;
-      up(runner: QueryRunner): Promise<void> {
-        return up(runner);
-      }
-      down(runner: QueryRunner): Promise<void> {
-        return down(runner);
-      }
-    },
-  };
-  return holder[className]!;
-}
-
-const schemaOf = (slug: string): string => slug.replace(/-/g, '_');
 
 function cic(index: string): Function {
   return migration('Rv2Cic', false, async (runner) => {
@@ -43,39 +18,10 @@ function cic(index: string): Function {
   });
 }
 
-async function relationsNamed(name: string): Promise<string[]> {
-  const rows = await adminQuery<{ schema: string }>(
-    `SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = $1 ORDER BY 1`,
-    [name],
-  );
-  return rows.map((r) => r.schema);
-}
-
-function lineOf(results: readonly FleetTenantResult[], slug: string): FleetTenantResult {
-  const line = results.find((r) => r.slug === slug);
-  if (line === undefined) throw new Error(`No line for ${slug}`);
-  return line;
-}
-
-const open = (extra: Function[], overrides: Partial<TenantDataSourceManagerOptions> = {}) =>
-  openManager({ tenantMigrations: [...tenantMigrations, ...extra], ...overrides });
-
-async function baseTenants(count: number, prefix: string, overrides: Partial<TenantDataSourceManagerOptions> = {}): Promise<string[]> {
-  const base = await open([], overrides);
-  const slugs: string[] = [];
-  for (let i = 0; i < count; i += 1) {
-    const slug = uniqueSlug(prefix);
-    await base.createTenant(slug);
-    slugs.push(slug);
-  }
-  await base.destroy();
-  return slugs;
-}
-
 describe('review 2: runInBareForm, transaction control passed through', () => {
   it('fleet run: startTransaction() then a raw COMMIT, then an unqualified CREATE TABLE, does not create the table in public', async () => {
     const [slug] = await baseTenants(1, 'rv2-rawcommit');
-    const table = `rv2_rawcommit_${(stamp += 1)}`;
+    const table = `rv2_rawcommit_${nextStamp()}`;
     const escape = migration('Rv2RawCommit', false, async (runner) => {
       await runner.startTransaction();
       await runner.query(`UPDATE client SET name = name`);
@@ -89,7 +35,7 @@ describe('review 2: runInBareForm, transaction control passed through', () => {
 
   it('fleet run: startTransaction(), a raw ROLLBACK in a catch, then the migration goes on: its next statement stays in the tenant', async () => {
     const [slug] = await baseTenants(1, 'rv2-rawrb');
-    const table = `rv2_rawrb_${(stamp += 1)}`;
+    const table = `rv2_rawrb_${nextStamp()}`;
     const escape = migration('Rv2RawRollback', false, async (runner) => {
       await runner.startTransaction();
       try {
@@ -162,7 +108,7 @@ describe('review 2: transactionControlIn / splitStatements, legitimate SQL refus
 
 describe('review 2: transactionControlIn, standard_conforming_strings = off', () => {
   it('createTenant: under standard_conforming_strings = off, "SELECT \'a\\\'\'; COMMIT; CREATE TABLE public.x ..." is refused and createTenant stays all-or-nothing', async () => {
-    const table = `rv2_scs_${(stamp += 1)}`;
+    const table = `rv2_scs_${nextStamp()}`;
     const script = migration('Rv2ScsOff', undefined, async (runner) => {
       await runner.query('SET LOCAL standard_conforming_strings = off');
       // PostgreSQL (backslash escapes in '...'): SELECT 'a'''; COMMIT; CREATE TABLE ...; SELECT 1 -- '

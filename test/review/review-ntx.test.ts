@@ -9,37 +9,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import { Client as PgClient } from 'pg';
-import { TableIndex, type MigrationInterface, type QueryRunner } from 'typeorm';
-import { tenantMigrations } from '../../migrations';
-import { InvalidArgumentError, tenantContext, tenantSchemaOf, type FleetTenantResult, type TenancyLogEntry, type TenantDataSourceManagerOptions } from '../../src';
+import { TableIndex } from 'typeorm';
+import { InvalidArgumentError, tenantContext, tenantSchemaOf, type FleetTenantResult, type TenancyLogEntry } from '../../src';
 import { concurrentStatementOf } from '../../src/migration/concurrent-statements';
-import { adminQuery, databaseUrl, openManager, schemaExists, sleep, uniqueSlug } from '../support/fixtures';
+import { adminQuery, databaseUrl, schemaExists, sleep, uniqueSlug } from '../support/fixtures';
 import { usePgBouncer } from '../support/pgbouncer-hooks';
+import { baseTenants, indexState, lineOf, migration, nextStamp, openWith as open, recorded, relationsNamed, schemaOf } from '../support/tenant-migrations';
 
-let stamp = 1_820_000_000_000;
-
-function migration(
-  name: string,
-  transaction: boolean | undefined,
-  up: (runner: QueryRunner) => Promise<void>,
-  down: (runner: QueryRunner) => Promise<void> = async () => undefined,
-): Function {
-  const className = `${name}${(stamp += 1)}`;
-  const holder = {
-    [className]: class implements MigrationInterface {
-      readonly transaction = transaction;
-      up(runner: QueryRunner): Promise<void> {
-        return up(runner);
-      }
-      down(runner: QueryRunner): Promise<void> {
-        return down(runner);
-      }
-    },
-  };
-  return holder[className]!;
-}
-
-const schemaOf = (slug: string): string => slug.replace(/-/g, '_');
 
 function cic(index: string): Function {
   return migration(
@@ -54,56 +30,8 @@ function cic(index: string): Function {
   );
 }
 
-async function indexState(schema: string, index: string): Promise<'valid' | 'invalid' | 'missing'> {
-  const rows = await adminQuery<{ valid: boolean }>(
-    `SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relname = $2`,
-    [schema, index],
-  );
-  return rows.length === 0 ? 'missing' : rows[0]!.valid ? 'valid' : 'invalid';
-}
-
-async function relationsNamed(name: string): Promise<string[]> {
-  const rows = await adminQuery<{ schema: string }>(
-    `SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = $1 ORDER BY 1`,
-    [name],
-  );
-  return rows.map((r) => r.schema);
-}
-
-async function recorded(slug: string, name: string, registry = 'tenants'): Promise<{ own: boolean; ledger: boolean }> {
-  const [row] = await adminQuery<{ own: boolean; ledger: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM "${schemaOf(slug)}".migrations WHERE name = $1) AS own,
-            EXISTS (SELECT 1 FROM public."${registry}_migrations" WHERE slug = $2 AND name = $1) AS ledger`,
-    [name, slug],
-  );
-  return row!;
-}
-
-function lineOf(results: readonly FleetTenantResult[], slug: string): FleetTenantResult {
-  const line = results.find((r) => r.slug === slug);
-  if (line === undefined) throw new Error(`No line for ${slug}`);
-  return line;
-}
-
-const open = (extra: Function[], overrides: Partial<TenantDataSourceManagerOptions> = {}) =>
-  openManager({ tenantMigrations: [...tenantMigrations, ...extra], ...overrides });
-
-/** A tenant created with the base migrations only (by a manager that is then destroyed). */
-async function baseTenants(count: number, prefix: string, overrides: Partial<TenantDataSourceManagerOptions> = {}): Promise<string[]> {
-  const base = await open([], overrides);
-  const slugs: string[] = [];
-  for (let i = 0; i < count; i += 1) {
-    const slug = uniqueSlug(prefix);
-    await base.createTenant(slug);
-    slugs.push(slug);
-  }
-  await base.destroy();
-  return slugs;
-}
-
 async function decoy(): Promise<string> {
-  const table = `rv_decoy_${(stamp += 1)}`;
+  const table = `rv_decoy_${nextStamp()}`;
   await adminQuery(`CREATE TABLE public.${table} (email text)`);
   return table;
 }
@@ -149,7 +77,7 @@ describe('review: transaction = false migrations, escaping the tenant', () => {
 
   it('fleet run: a pasted SQL script "BEGIN; CREATE TABLE ...; COMMIT;" does not create its table in public', async () => {
     const [slug] = await baseTenants(1, 'rv-script');
-    const table = `rv_script_${(stamp += 1)}`;
+    const table = `rv_script_${nextStamp()}`;
     const script = migration('RvPastedScript', false, async (runner) => {
       await runner.query(`BEGIN; CREATE TABLE ${table} (id int); COMMIT;`);
     });
@@ -161,7 +89,7 @@ describe('review: transaction = false migrations, escaping the tenant', () => {
 
   it('fleet run: a multi-statement string with a COMMIT in it does not run its tail unguarded in public', async () => {
     const [slug] = await baseTenants(1, 'rv-multi');
-    const table = `rv_multi_${(stamp += 1)}`;
+    const table = `rv_multi_${nextStamp()}`;
     const script = migration('RvMultiStatement', false, async (runner) => {
       await runner.query(`CREATE TABLE rv_multi_first (id int); COMMIT; CREATE TABLE ${table} (id int)`);
     });
@@ -171,7 +99,7 @@ describe('review: transaction = false migrations, escaping the tenant', () => {
   });
 
   it('createTenant: a "SELECT 1; COMMIT; CREATE TABLE ..." string in a transaction = false migration (in-transaction form) keeps createTenant all-or-nothing and out of public', async () => {
-    const table = `rv_ct_script_${(stamp += 1)}`;
+    const table = `rv_ct_script_${nextStamp()}`;
     const script = migration('RvPastedScriptCreate', false, async (runner) => {
       await runner.query(`SELECT 1; COMMIT; CREATE TABLE ${table} (id int)`);
     });
@@ -190,7 +118,7 @@ describe('review: transaction = false migrations, escaping the tenant', () => {
   });
 
   it('transactional migration (same root cause, predates this commit): "SELECT 1; COMMIT; CREATE TABLE ..." in createTenant keeps it all-or-nothing and out of public', async () => {
-    const table = `rv_ct_tx_${(stamp += 1)}`;
+    const table = `rv_ct_tx_${nextStamp()}`;
     const script = migration('RvPastedScriptCreateTx', undefined, async (runner) => {
       await runner.query(`SELECT 1; COMMIT; CREATE TABLE ${table} (id int)`);
     });
@@ -210,7 +138,7 @@ describe('review: transaction = false migrations, escaping the tenant', () => {
 
   it('transactional migration (same root cause, predates this commit): a table created through queryRunner.connection.query in public is refused', async () => {
     const [slug] = await baseTenants(1, 'rv-conn-tx');
-    const table = `rv_conn_tx_${(stamp += 1)}`;
+    const table = `rv_conn_tx_${nextStamp()}`;
     const escape = migration('RvOtherConnectionTx', undefined, async (runner) => {
       await runner.connection.query(`CREATE TABLE public.${table} (id int)`);
     });
@@ -260,7 +188,7 @@ describe('review: transaction = false migrations, escaping the tenant', () => {
 describe('review: transaction = false migrations, what they leave behind', () => {
   it('session settings a migration makes (SET application_name, statement_timeout) do not stay on pooled connections', async () => {
     const [slug] = await baseTenants(1, 'rv-sess');
-    const marker = `rv-poisoned-${(stamp += 1)}`;
+    const marker = `rv-poisoned-${nextStamp()}`;
     const setter = migration('RvSessionSet', false, async (runner) => {
       await runner.query(`SET application_name = '${marker}'`);
       await runner.query('SET statement_timeout = 0');
@@ -275,7 +203,7 @@ describe('review: transaction = false migrations, what they leave behind', () =>
 
   it('session settings of a transaction = false migration that then fails do not stay on pooled connections', async () => {
     const [slug] = await baseTenants(1, 'rv-sessf');
-    const marker = `rv-poisoned-f-${(stamp += 1)}`;
+    const marker = `rv-poisoned-f-${nextStamp()}`;
     const setter = migration('RvSessionSetFails', false, async (runner) => {
       await runner.query(`SET application_name = '${marker}'`);
       await runner.query('SET statement_timeout = 1');
@@ -383,8 +311,8 @@ describe('review: transaction = false migrations, what they leave behind', () =>
 
   it('Promise.all of two unqualified statements (the second started while the first runs) stays in the tenant and guarded', async () => {
     const [slug] = await baseTenants(1, 'rv-par2');
-    const a = `rv_par_a_${(stamp += 1)}`;
-    const b = `rv_par_b_${stamp}`;
+    const a = `rv_par_a_${nextStamp()}`;
+    const b = `rv_par_b_${nextStamp()}`;
     const parallel = migration('RvParallel2', false, async (runner) => {
       // The second starts while the first statement runs: its statement lands after the first's COMMIT.
       await Promise.all([runner.query(`CREATE TABLE ${a} AS SELECT 1 AS id FROM pg_sleep(0.3)`), sleep(100).then(() => runner.query(`CREATE TABLE ${b} (id int)`))]);
@@ -397,8 +325,8 @@ describe('review: transaction = false migrations, what they leave behind', () =>
 
   it('Promise.all of two unqualified statements (same tick) stays in the tenant', async () => {
     const [slug] = await baseTenants(1, 'rv-par3');
-    const a = `rv_par3_a_${(stamp += 1)}`;
-    const b = `rv_par3_b_${stamp}`;
+    const a = `rv_par3_a_${nextStamp()}`;
+    const b = `rv_par3_b_${nextStamp()}`;
     const parallel = migration('RvParallel3', false, async (runner) => {
       await Promise.all([runner.query(`CREATE TABLE ${a} (id int)`), runner.query(`CREATE TABLE ${b} (id int)`)]);
     });
@@ -643,7 +571,7 @@ describe('review: the CLI with transaction = false migrations and loggers', () =
   for (const logger of ['simple-console', 'advanced-console'] as const) {
     it(`migrate --json with dataSource.logger '${logger}' and logging 'all': stdout stays one JSON document`, async function () {
       this.timeout(120_000);
-      const registry = `rv_cli_${(stamp += 1)}`;
+      const registry = `rv_cli_${nextStamp()}`;
       await fleet(registry, 1);
       const config = configWith({ logger, logging: 'all' });
       const result = await run(config, ['migrate', '--json'], { TENANCY_REGISTRY_TABLE: registry, TENANCY_EXTRA_MIGRATION: 'concurrent' });
@@ -654,7 +582,7 @@ describe('review: the CLI with transaction = false migrations and loggers', () =
 
   it('migrate --json: a failed concurrent build reports invalidIndexes and the detail; the rerun reports the repair and an invalid-index log with the schema', async function () {
     this.timeout(180_000);
-    const registry = `rv_cli_${(stamp += 1)}`;
+    const registry = `rv_cli_${nextStamp()}`;
     const [broken, clean] = await fleet(registry, 2);
     await adminQuery(`INSERT INTO "${schemaOf(broken!)}".client (name, email) VALUES ('a', 'd@x'), ('b', 'd@x')`);
     const env = { TENANCY_REGISTRY_TABLE: registry, TENANCY_EXTRA_MIGRATION: 'concurrent' };
@@ -680,7 +608,7 @@ describe('review: the CLI with transaction = false migrations and loggers', () =
 
   it('migrate (text, piped): a failed concurrent build names the invalid index on the tenant line', async function () {
     this.timeout(120_000);
-    const registry = `rv_cli_${(stamp += 1)}`;
+    const registry = `rv_cli_${nextStamp()}`;
     const [broken] = await fleet(registry, 1);
     await adminQuery(`INSERT INTO "${schemaOf(broken!)}".client (name, email) VALUES ('a', 'd@x'), ('b', 'd@x')`);
     const result = await run(configWith({}), ['migrate'], { TENANCY_REGISTRY_TABLE: registry, TENANCY_EXTRA_MIGRATION: 'concurrent' });
@@ -697,7 +625,7 @@ describe('review: transaction = false migrations behind PgBouncer (transaction p
     const url = bouncer().url;
     const dataSource = { type: 'postgres' as const, url, poolSize: 4 };
     const [slug] = await baseTenants(1, 'rv-pgb', { dataSource });
-    const marker = `rv-pgb-${(stamp += 1)}`;
+    const marker = `rv-pgb-${nextStamp()}`;
     const setter = migration('RvPgbSet', false, async (runner) => {
       await runner.query(`SET application_name = '${marker}'`);
       await runner.query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS rv_pgb_idx ON "${tenantSchemaOf(runner)}".client (email)`);
