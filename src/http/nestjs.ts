@@ -1,10 +1,13 @@
 import {
+  Catch,
   Global,
   Inject,
   Injectable,
   Module,
   RequestMethod,
+  type ArgumentsHost,
   type DynamicModule,
+  type ExceptionFilter,
   type MiddlewareConsumer,
   type NestMiddleware,
   type NestModule,
@@ -12,12 +15,15 @@ import {
   type Provider,
 } from '@nestjs/common';
 import type { RouteInfo } from '@nestjs/common/interfaces';
+import { APP_FILTER } from '@nestjs/core';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Repository, type EntityTarget, type ObjectLiteral } from 'typeorm';
 import { tenantContext } from '../context/tenant-context';
 import { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
 import type { TenantDataSourceManagerOptions } from '../manager/manager-options';
-import { tenantMiddleware, type TenantMiddleware } from './express';
+import { TenancyError } from '../errors';
+import { sendTenancyError, tenantMiddleware, type TenantMiddleware } from './express';
+import { retryAfterOf, tenancyErrorBody } from './http-errors';
 import type { TenantMiddlewareOptions } from './tenant-resolution';
 
 export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
@@ -41,6 +47,47 @@ export interface TenancyModuleOptions extends TenantMiddlewareOptions<IncomingMe
   readonly managerOptions?: TenantDataSourceManagerOptions;
   /** Tenant-free routes: signup, health checks, the shared admin API (`'tenants'`, `{ path: 'health', method: RequestMethod.GET }`). */
   readonly exclude?: readonly (string | RouteInfo)[];
+  /**
+   * Register `TenancyExceptionFilter` for the whole app (default true), so a
+   * `TenancyError` thrown in any handler answers its status and
+   * `{ "error": { "code", "message" } }` rather than Nest's 500. Set false
+   * to register it yourself (`app.useGlobalFilters(new TenancyExceptionFilter())`)
+   * or not at all.
+   */
+  readonly exceptionFilter?: boolean;
+}
+
+/**
+ * Nest exception filter for `TenancyError`: answers the error's status with
+ * the documented `{ "error": { "code", "message" } }` (and `Retry-After`
+ * where the error has one), on the Express and Fastify platforms, as the
+ * tenant middleware answers its refusals: a taken slug at signup 409
+ * `TENANT_ALREADY_EXISTS`, a bad slug 400 `INVALID_TENANT_NAME`, a unique
+ * violation in the seed hook 409, `TENANT_CONTEXT_MISSING` 500. Other
+ * exceptions are not caught by it. `TenancyModule.forRoot()` registers it
+ * unless given `exceptionFilter: false`.
+ */
+@Catch(TenancyError)
+export class TenancyExceptionFilter implements ExceptionFilter<TenancyError> {
+  catch(error: TenancyError, host: ArgumentsHost): void {
+    const response = host.switchToHttp().getResponse<unknown>();
+    const reply = response as { code?: unknown; send?: unknown; header?: unknown; raw?: unknown; sent?: boolean };
+    if (typeof reply.code === 'function' && typeof reply.send === 'function' && reply.raw !== undefined) {
+      // Fastify: through its reply, so its hooks and serialisation apply.
+      const fastifyReply = response as { code(status: number): unknown; header(name: string, value: string): unknown; send(body: unknown): unknown; type(value: string): unknown; sent: boolean; raw: ServerResponse };
+      if (fastifyReply.sent) {
+        fastifyReply.raw.destroy(error);
+        return;
+      }
+      const retryAfter = retryAfterOf(error);
+      if (retryAfter !== undefined) fastifyReply.header('retry-after', String(retryAfter));
+      fastifyReply.code(error.statusCode);
+      fastifyReply.type('application/json; charset=utf-8');
+      fastifyReply.send(tenancyErrorBody(error));
+      return;
+    }
+    sendTenancyError(response as ServerResponse, error);
+  }
 }
 
 /** Injection token of the tenant-bound repository of `entity`, provided by `TenancyModule.forFeature([entity])`. */
@@ -143,10 +190,11 @@ export class TenancyModule implements NestModule, OnModuleDestroy {
           return manager;
         },
       },
+      ...(options.exceptionFilter === false ? [] : [{ provide: APP_FILTER, useClass: TenancyExceptionFilter }]),
       {
         provide: TENANCY_MIDDLEWARE,
         useFactory: (manager: TenantDataSourceManager): TenantMiddleware => {
-          const { manager: _m, managerOptions: _o, exclude: _e, ...contract } = options;
+          const { manager: _m, managerOptions: _o, exclude: _e, exceptionFilter: _f, ...contract } = options;
           return tenantMiddleware(manager, contract);
         },
         inject: [TENANCY_MANAGER],

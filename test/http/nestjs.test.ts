@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Injectable, Module, Param, Post, type INestApplication, type Type } from '@nestjs/common';
+import { Body, Controller, Get, Inject, Injectable, Module, Param, Post, type INestApplication, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
@@ -68,10 +68,32 @@ class HealthController {
   }
 }
 
+/** Tenant-free routes that throw: signup through the manager, a tenant repository outside any tenant, a plain error. */
+@Controller('tenants')
+class SignupController {
+  constructor(@Inject(TENANCY_MANAGER) private readonly manager: TenantDataSourceManager) {}
+
+  @Post()
+  async signup(@Body() body: { slug: string }): Promise<unknown> {
+    const tenant = await this.manager.createTenant(body.slug);
+    return { slug: tenant.slug };
+  }
+
+  @Get('contextless')
+  async contextless(): Promise<unknown> {
+    return tenantContext.getRepository(Client).find();
+  }
+
+  @Get('plain')
+  plain(): never {
+    throw new Error('a plain failure');
+  }
+}
+
 function appModule(options: TenancyModuleOptions): Type {
   @Module({
     imports: [TenancyModule.forRoot(options), TenancyModule.forFeature([Client])],
-    controllers: [ClientsController, HealthController],
+    controllers: [ClientsController, HealthController, SignupController],
     providers: [ClientsService],
   })
   class AppModule {}
@@ -120,6 +142,29 @@ for (const platform of platforms) {
       await manager.archiveTenant(slug);
       expectError(await getJson(`${base}/clients`, as(slug)), 423, 'TENANT_NOT_ACTIVE');
       expect(await getJson(`${base}/health`)).to.deep.include({ status: 200, body: { ok: true, slug: null } });
+    });
+
+    it('TenancyExceptionFilter (registered by forRoot): a TenancyError thrown in a handler answers its status and the documented body; other errors stay Nest\'s', async () => {
+      const manager = await openManager();
+      const taken = uniqueSlug('nf');
+      await manager.createTenant(taken);
+      const base = await start({ manager, resolve: fromHeader(), exclude: ['tenants', 'tenants/(.*)', 'health'] });
+      const post = (slug: string) =>
+        getJson(`${base}/tenants`, {}, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ slug }) });
+      expectError(await post(taken), 409, 'TENANT_ALREADY_EXISTS');
+      expectError(await post('Not_A_Slug'), 400, 'INVALID_TENANT_NAME');
+      const fresh = uniqueSlug('nf');
+      expect(await post(fresh)).to.deep.include({ status: 201, body: { slug: fresh } });
+      expectError(await getJson(`${base}/tenants/contextless`), 500, 'TENANT_CONTEXT_MISSING');
+      expect(await getJson(`${base}/tenants/plain`)).to.deep.include({ status: 500, body: { statusCode: 500, message: 'Internal server error' } });
+    });
+
+    it("exceptionFilter: false leaves TenancyErrors to Nest's own handler (its { statusCode, message } body, no error code), so the filter is what gives the documented body", async () => {
+      const manager = await openManager();
+      const base = await start({ manager, resolve: fromHeader(), exclude: ['tenants', 'health'], exceptionFilter: false });
+      const answer = await getJson(`${base}/tenants`, {}, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ slug: 'Not_A_Slug' }) });
+      expect(answer.body).to.have.property('statusCode');
+      expect(answer.body).not.to.have.property('error');
     });
 
     it('@InjectTenantRepository in a singleton service serves the request tenant: 400 concurrent requests over 2 tenants, only own rows', async () => {

@@ -10,6 +10,9 @@ import { tenantContext, tenantSchemaOf } from '../../src';
 import { splitStatements, transactionControlIn } from '../../src/migration/concurrent-statements';
 import { adminQuery, databaseUrl, schemaExists, sleep, uniqueSlug } from '../support/fixtures';
 import { baseTenants, lineOf, migration, nextStamp, openWith as open, relationsNamed, schemaOf } from '../support/tenant-migrations';
+import { Client, Plan, Project } from '../../entities';
+import { sharedMigrations, tenantMigrations } from '../../migrations';
+import { withFreshDatabase } from '../support/fresh-database';
 
 
 function cic(index: string): Function {
@@ -161,22 +164,40 @@ describe('review 2: what a transaction = false migration leaves on pooled connec
 describe('review 2: the tenant lock against other lock takers', () => {
   it('lockTimeoutMs 0: suspendTenant() during a concurrent build of the same tenant does not deadlock (it waits in the server with a snapshot the build waits for)', async function () {
     this.timeout(90_000);
-    const [slug] = await baseTenants(1, 'rv2-susp');
-    const slow = migration('Rv2SlowCic', false, async (runner) => {
-      await runner.query('SELECT pg_sleep(1.5)');
-      await runner.query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS rv2_susp_idx ON "${tenantSchemaOf(runner)}".client (email)`);
+    // A database of its own: a concurrent build waits for every older snapshot in its database, other tests' included.
+    await withFreshDatabase({ entities: [Client, Project, Plan], tenantMigrations, sharedMigrations }, async (db) => {
+      const base = db.manager();
+      await base.initialize();
+      const slug = uniqueSlug('rv2-susp');
+      await base.createTenant(slug);
+      await base.destroy();
+      const slow = migration('Rv2SlowCic', false, async (runner) => {
+        await runner.query('SELECT pg_sleep(1.5)');
+        await runner.query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS rv2_susp_idx ON "${tenantSchemaOf(runner)}".client (email)`);
+      });
+      const manager = db.manager({ tenantMigrations: [...tenantMigrations, slow], lockTimeoutMs: 0 });
+      await manager.initialize();
+      const run = manager.migrateTenants({ tenants: [slug] });
+      await sleep(600);
+      const suspend = manager.suspendTenant(slug);
+      const both = Promise.all([run, suspend]);
+      const outcome = await Promise.race([both.then(() => 'done' as const, () => 'failed' as const), sleep(20_000).then(() => 'stuck' as const)]);
+      let sessions = '';
+      if (outcome === 'stuck') {
+        // Say who the build waits for, then end the build so the managers can close.
+        sessions = JSON.stringify(
+          await db.query(
+            `SELECT pid, state, backend_xmin::text AS xmin, wait_event_type, wait_event, left(query, 100) AS query
+               FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`,
+          ),
+        );
+        await db.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'CREATE INDEX CONCURRENTLY%' AND pid <> pg_backend_pid()`,
+        );
+        await both.catch(() => undefined);
+      }
+      expect(outcome, `the run and the suspension both finished within 20 s; sessions: ${sessions}`).to.equal('done');
     });
-    const manager = await open([slow], { lockTimeoutMs: 0 });
-    const run = manager.migrateTenants({ tenants: [slug!] });
-    await sleep(600);
-    const suspend = manager.suspendTenant(slug!);
-    const both = Promise.all([run, suspend]);
-    const outcome = await Promise.race([both.then(() => 'done' as const, () => 'failed' as const), sleep(20_000).then(() => 'stuck' as const)]);
-    if (outcome === 'stuck') {
-      await adminQuery(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`);
-      await both.catch(() => undefined);
-    }
-    expect(outcome, 'the run and the suspension both finished within 20 s').to.equal('done');
   });
 
   it('default lockTimeoutMs: suspendTenant() during a concurrent build of the same tenant succeeds once the run is done', async function () {
@@ -189,17 +210,12 @@ describe('review 2: the tenant lock against other lock takers', () => {
     const manager = await open([slow]);
     const run = manager.migrateTenants({ tenants: [slug!] });
     await sleep(600);
-    const started = Date.now();
     const suspended = await manager.suspendTenant(slug!).then(
       (record) => record.status,
       (error: Error) => `error: ${error.message}`,
     );
     const report = await run;
-    expect({ suspended, line: lineOf(report.results, slug!).status, waitedUnder10s: Date.now() - started < 10_000 }).to.deep.equal({
-      suspended: 'suspended',
-      line: 'migrated',
-      waitedUnder10s: true,
-    });
+    expect({ suspended, line: lineOf(report.results, slug!).status }).to.deep.equal({ suspended: 'suspended', line: 'migrated' });
   });
 });
 
