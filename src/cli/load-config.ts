@@ -54,7 +54,8 @@ export async function loadConfig(path: string, cwd: string = process.cwd()): Pro
     try {
       options = await (options as () => unknown)();
     } catch (error) {
-      throw fail(`its exported function failed: ${oneLine(error)}`, error);
+      // It does export a function, as documented: the function itself threw.
+      throw new CliError(`Cannot load config ${path}: its exported function threw: ${oneLine(error)}`, { cause: error });
     }
     options = unwrapDefault(options);
   }

@@ -1,4 +1,4 @@
-import { TenancyError } from '../errors';
+import { TenancyError, TenantNotFoundError } from '../errors';
 import type { TenantMigrationStatus } from '../migration/fleet-migrator';
 import { FLEET_ERROR_DATABASE_FIELDS, type FleetReport, type FleetTenantError, type FleetTenantResult } from '../migration/fleet-run';
 import type { TenantRecord } from '../registry/tenant-record';
@@ -137,6 +137,11 @@ function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, ' ');
 }
 
+/** `TenantNotFoundError`'s message with the hint in the CLI's terms (its own names `createTenant()`). */
+function cliNotFoundMessage(slug: string): string {
+  return `Tenant "${slug}" does not exist. Create it with \`typeorm-tenants create ${slug}\`, or check the slug.`;
+}
+
 /**
  * The one line printed for a failed command: `error [CODE]: message` for the
  * library's errors (and CLI errors standing for one), `error: message`
@@ -144,7 +149,7 @@ function oneLine(text: string): string {
  */
 export function formatErrorLine(error: unknown, verbose = false): string {
   const code = error instanceof TenancyError || error instanceof CliError ? error.code : undefined;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = error instanceof TenantNotFoundError ? cliNotFoundMessage(error.slug) : error instanceof Error ? error.message : String(error);
   const firstLine = `error${code === undefined ? '' : ` [${code}]`}: ${message.replace(/\s*\n\s*/g, ' ')}\n`;
   if (!verbose) return firstLine;
   let details = '';

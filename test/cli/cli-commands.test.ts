@@ -223,7 +223,7 @@ describe('CLI: typeorm-tenants as a real process against PostgreSQL', () => {
       const result = await runCli(args, env);
       expect(result.code, args.join(' ')).to.equal(1);
       expect(result.stdout).to.equal('');
-      expect(result.stderr).to.equal(`error [TENANT_NOT_FOUND]: Tenant "no-such-tenant" does not exist. Create it with createTenant("no-such-tenant") or check the slug.\n`);
+      expect(result.stderr).to.equal(`error [TENANT_NOT_FOUND]: Tenant "no-such-tenant" does not exist. Create it with \`typeorm-tenants create no-such-tenant\`, or check the slug.\n`);
     }
   });
 

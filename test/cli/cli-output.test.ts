@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { TenantNotFoundError, type FleetReport } from '../../src';
+import { TenantNotFoundError, TenantSuspendedError, type FleetReport } from '../../src';
 import { loadConfig } from '../../src/cli/load-config';
 import { Output } from '../../src/cli/output';
 import { formatErrorLine, formatFleetError, renderFleetReport, renderMigrationStatus } from '../../src/cli/text-format';
@@ -84,8 +84,12 @@ describe('CLI: text output, errors and config loading', () => {
   });
 
   it('formats an error as one line with the code of a TenancyError; --verbose appends the stack and causes', () => {
-    const error = new TenantNotFoundError('acme');
-    expect(formatErrorLine(error)).to.equal(`error [TENANT_NOT_FOUND]: ${error.message}\n`);
+    const error = new TenantSuspendedError('acme');
+    expect(formatErrorLine(error)).to.equal(`error [TENANT_SUSPENDED]: ${error.message}\n`);
+    // The library's hint names its API; the CLI's names the command.
+    expect(formatErrorLine(new TenantNotFoundError('acme'))).to.equal(
+      'error [TENANT_NOT_FOUND]: Tenant "acme" does not exist. Create it with `typeorm-tenants create acme`, or check the slug.\n',
+    );
     expect(formatErrorLine(new Error('connect ECONNREFUSED\n  127.0.0.1:1'))).to.equal('error: connect ECONNREFUSED 127.0.0.1:1\n');
     const wrapped = new Error('outer', { cause: new Error('inner') });
     const verbose = formatErrorLine(wrapped, true);
@@ -131,7 +135,7 @@ describe('CLI: text output, errors and config loading', () => {
     );
     await expect(loadConfig(write('broken.js', 'module.exports = {;'), dir)).to.be.rejectedWith(/^Cannot load config broken\.js: Unexpected token/);
     await expect(loadConfig(write('throws.js', "module.exports = () => { throw new Error('no env'); };"), dir)).to.be.rejectedWith(
-      'Cannot load config throws.js: its exported function failed: no env; it must export the TenantDataSourceManager options',
+      'Cannot load config throws.js: its exported function threw: no env',
     );
     await expect(loadConfig(write('tenancy.config.ts', 'export default { dataSource: {} as any };'), dir)).to.be.rejectedWith(/TypeScript loader/);
   });
