@@ -478,6 +478,9 @@ export function sqlStateOf(error: unknown): string | undefined {
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
+/** PostgreSQL's error fields besides the SQLSTATE, in the order the CLI prints them. */
+export const DATABASE_ERROR_FIELDS = Object.freeze(['detail', 'hint', 'schema', 'table', 'column', 'constraint'] as const);
+
 /** PostgreSQL's fields of an error, as pg's DatabaseError (and TypeORM's QueryFailedError, which copies them) carry them. */
 export interface DatabaseErrorFields {
   readonly code: string;
@@ -497,7 +500,7 @@ export function databaseErrorOf(error: unknown): DatabaseErrorFields | undefined
     if (code !== undefined) {
       const source = current as Record<string, unknown>;
       const fields: Record<string, string> = { code };
-      for (const field of ['detail', 'hint', 'schema', 'table', 'column', 'constraint'] as const) {
+      for (const field of DATABASE_ERROR_FIELDS) {
         const value = source[field];
         if (typeof value === 'string' && value !== '') fields[field] = value;
       }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
-import { DataSource, type QueryRunner } from 'typeorm';
+import { DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner, type RunState } from '../context/tenant-context';
 import { LeaseCache, type Lease } from '../data-source/lease-cache';
@@ -53,6 +53,8 @@ import { tenantRoleName } from '../naming/derived-schema-name';
 import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenant-events';
 import { createLibraryLog, dataSourceLoggerOf, validateTenancyLogger, type LibraryLog, type TypeOrmLoggerOption } from './tenancy-logger';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
+import { isNonTransactional } from '../migration/non-transactional-migrations';
+import { pollAdvisoryLock } from '../data-source/advisory-lock';
 import { ensureMigrationGuard, validateMigrationGuard, type MigrationGuardMode } from '../migration/migration-guard';
 import { missingTenantTables, sharedSchemaChanges, tenantSchemaChanges, type MissingTenantTable, type SchemaChanges } from '../migration/migration-generator';
 import { migrationFile, type MigrationFile, type MigrationSourceOptions, type MigrationStatement } from '../migration/migration-source';
@@ -1251,48 +1253,12 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
   });
 }
 
-/** `value` as an SQL string literal, whatever standard_conforming_strings says. */
-function sqlLiteral(value: string): string {
-  const quoted = value.replace(/'/g, "''");
-  return /\\/.test(value) ? `E'${quoted.replace(/\\/g, '\\\\')}'` : `'${quoted}'`;
-}
-
 /** Whether a migration class declares TypeORM's `transaction = false` (its instances, as TypeORM makes them, say so). */
 function declaresNonTransactional(migration: Function): boolean {
   try {
-    return (new (migration as new () => { transaction?: unknown })() as { transaction?: unknown }).transaction === false;
+    return isNonTransactional(new (migration as new () => MigrationInterface)());
   } catch {
     return false; // a constructor that needs arguments: TypeORM could not build it either, and says so when it runs
-  }
-}
-
-/**
- * Takes a transaction-level advisory lock by polling
- * `pg_try_advisory_xact_lock` rather than waiting in the server: a waiting
- * statement holds a snapshot, and a concurrent index build (a
- * `transaction = false` migration) of the process holding the tenant's lock
- * waits for every older snapshot: a deadlock PostgreSQL cannot see. Each
- * poll is a statement without parameters (the simple protocol, which keeps
- * no snapshot after it in READ COMMITTED), and sets the transaction's
- * `lock_timeout` for what follows. The first poll answers at once when the
- * lock is free (one round trip, as before). Gives up after `timeoutMs` with
- * SQLSTATE 55P03 as `lock_timeout` does; 0 waits for ever, as
- * `lock_timeout = 0` does.
- */
-async function pollAdvisoryLock(runner: QueryRunner, key: string, timeoutMs: number): Promise<void> {
-  const literal = sqlLiteral(key);
-  const timeout = sqlLiteral(`${Math.max(0, Math.floor(timeoutMs))}ms`);
-  const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Number.POSITIVE_INFINITY;
-  for (let wait = 10; ; wait = Math.min(wait * 2, 200)) {
-    // FROM is evaluated before the target list: lock_timeout is in force for the rest of the transaction.
-    const [{ locked }]: Array<{ locked: boolean }> = await runner.query(
-      `SELECT pg_try_advisory_xact_lock(hashtextextended(${literal}, 0)) AS locked FROM (SELECT set_config('lock_timeout', ${timeout}, true)) AS timeout`,
-    );
-    if (locked) return;
-    if (Date.now() >= deadline) {
-      throw Object.assign(new Error(`could not obtain lock ${key} within ${timeoutMs} ms (lockTimeoutMs): another process holds it`), { code: '55P03' });
-    }
-    await new Promise((resolve) => setTimeout(resolve, wait));
   }
 }
 

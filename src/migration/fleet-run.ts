@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '../errors';
+import { DATABASE_ERROR_FIELDS, InvalidArgumentError } from '../errors';
 import type { InvalidIndexRepair } from './segmented-migrations';
 
 /** What happened to one tenant in a fleet migration or revert. */
@@ -37,7 +37,7 @@ export interface FleetTenantError {
 }
 
 /** The PostgreSQL error fields a `FleetTenantError` carries, in the order the CLI prints them. */
-export const FLEET_ERROR_DATABASE_FIELDS = Object.freeze(['detail', 'hint', 'schema', 'table', 'column', 'constraint'] as const);
+export const FLEET_ERROR_DATABASE_FIELDS = DATABASE_ERROR_FIELDS;
 
 /** One tenant's line in a fleet report. */
 export interface FleetTenantResult {

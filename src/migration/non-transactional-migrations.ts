@@ -246,13 +246,22 @@ export async function releaseSnapshot(sql: SqlRunner): Promise<void> {
  * left out: one made with `ON ONLY` is invalid by design until its
  * partitions' indexes are attached.
  */
-export async function invalidIndexesOf(sql: SqlRunner, schemaName: string): Promise<string[]> {
+export function invalidIndexesOf(sql: SqlRunner, schemaName: string): Promise<string[]> {
+  return indexesOf(sql, schemaName, false);
+}
+
+/** Those of `names` that are valid indexes of `schemaName` now. */
+export function validIndexesAmong(sql: SqlRunner, schemaName: string, names: readonly string[]): Promise<string[]> {
+  return indexesOf(sql, schemaName, true, names);
+}
+
+async function indexesOf(sql: SqlRunner, schemaName: string, valid: boolean, names?: readonly string[]): Promise<string[]> {
   const rows: Array<{ name: string }> = await sql.query(
     `SELECT c.relname AS name
        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND NOT i.indisvalid AND c.relkind = 'i'
+      WHERE n.nspname = $1 AND i.indisvalid = $2 AND c.relkind = 'i' AND ($3::text[] IS NULL OR c.relname = ANY($3::text[]))
       ORDER BY c.relname COLLATE "C"`,
-    [schemaName],
+    [schemaName, valid, names ?? null],
   );
   return rows.map((row) => row.name);
 }

@@ -2,7 +2,7 @@ import { MigrationExecutor, type DataSource, type QueryRunner } from 'typeorm';
 import type { Migration } from 'typeorm/migration/Migration';
 import type { SqlRunner } from '../registry/tenant-registry';
 import { guardErrorOf, type MigrationGuardMode } from './migration-guard';
-import { dropInvalidIndex, invalidIndexesOf, isNonTransactional, refuseOtherConnections, runInBareForm } from './non-transactional-migrations';
+import { dropInvalidIndex, invalidIndexesOf, isNonTransactional, refuseOtherConnections, runInBareForm, validIndexesAmong } from './non-transactional-migrations';
 import { MigrationFailure, applyPendingMigrations, undoLastMigration } from './schema-migrator';
 
 /** An index a failed concurrent build had left invalid, found before a rerun: dropped, then rebuilt by the migration (or not). */
@@ -189,13 +189,7 @@ async function inTransaction<T>(runner: QueryRunner, work: () => Promise<T>): Pr
 
 async function repairsOf(sql: SqlRunner, schemaName: string, dropped: readonly string[]): Promise<InvalidIndexRepair[]> {
   if (dropped.length === 0) return [];
-  const rows: Array<{ name: string }> = await sql.query(
-    `SELECT c.relname AS name
-       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND i.indisvalid AND c.relname = ANY($2::text[])`,
-    [schemaName, dropped],
-  );
-  const valid = new Set(rows.map((row) => row.name));
+  const valid = new Set(await validIndexesAmong(sql, schemaName, dropped));
   return dropped.map((index) => ({ index, rebuilt: valid.has(index) }));
 }
 

@@ -16,6 +16,16 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/**
+ * Quotes a string as an SQL literal, whatever `standard_conforming_strings`
+ * says (a value with a backslash is written as `E'...'`), for statements
+ * that must be sent without parameters.
+ */
+export function quoteLiteral(value: string): string {
+  const quoted = value.replace(/'/g, "''");
+  return /\\/.test(value) ? `E'${quoted.replace(/\\/g, '\\\\')}'` : `'${quoted}'`;
+}
+
 /** Quotes each identifier and joins them with ", " (for search_path lists). */
 export function quoteIdentList(names: readonly string[]): string {
   return names.map(quoteIdent).join(', ');
