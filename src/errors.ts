@@ -50,7 +50,8 @@ export type TenancyErrorCode =
   | 'RAW_SQL_REFUSED'
   | 'TENANT_ROLE_ESCAPED'
   | 'TENANT_DROPPED'
-  | 'CROSS_TENANT_ACCESS';
+  | 'CROSS_TENANT_ACCESS'
+  | 'DATABASE_UNREACHABLE';
 
 /**
  * A tenant-scoped operation ran with no active tenant (outside `manager.run()`).
@@ -470,6 +471,30 @@ export class CrossTenantAccessError extends TenancyError {
   override readonly name = 'CrossTenantAccessError';
   readonly code = 'CROSS_TENANT_ACCESS';
   readonly statusCode = 500;
+}
+
+/**
+ * The manager could not open a connection to its database: the server is
+ * down or unreachable, the login was refused, or the database does not
+ * exist. The message names the target as `postgres://user@host:port/database`
+ * (never the password) and what PostgreSQL or the network said; `target`
+ * holds that text, `sqlState` the SQLSTATE when the server answered, and
+ * `cause` the driver's error. HTTP answers 503: the request may succeed later.
+ */
+export class DatabaseUnreachableError extends TenancyError {
+  override readonly name = 'DatabaseUnreachableError';
+  readonly code = 'DATABASE_UNREACHABLE';
+  readonly statusCode = 503;
+  /** Where the connection was going: `postgres://user@host:port/database`, without the password. */
+  readonly target: string;
+  /** The SQLSTATE when the server refused the connection (`28P01` bad password, `3D000` no such database, ...). */
+  readonly sqlState: string | undefined;
+
+  constructor(target: string, cause: unknown, hint?: string) {
+    super(`could not connect to ${target}: ${messageOf(cause)}${hint === undefined ? '' : `. ${hint}`}`, { cause });
+    this.target = target;
+    this.sqlState = sqlStateOf(cause);
+  }
 }
 
 /** The SQLSTATE of a PostgreSQL error, if `error` is one. */

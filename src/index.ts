@@ -60,6 +60,7 @@ export {
   TenantRoleEscapeError,
   TenantDroppedError,
   CrossTenantAccessError,
+  DatabaseUnreachableError,
 } from './errors';
 export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
 export type { MigrationGuardMode } from './migration/migration-guard';

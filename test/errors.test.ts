@@ -30,6 +30,7 @@ import {
   TenantRoleEscapeError,
   TenantDroppedError,
   CrossTenantAccessError,
+  DatabaseUnreachableError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -59,6 +60,7 @@ const samples: TenancyError[] = [
   new TenantRoleEscapeError('typeorm_tenants_r_x', 'postgres'),
   new TenantDroppedError('acme'),
   new CrossTenantAccessError('Client #1 was loaded in tenant "a" and read in tenant "b".'),
+  new DatabaseUnreachableError('postgres://app@127.0.0.1:5432/app', Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })),
 ];
 
 describe('errors', () => {

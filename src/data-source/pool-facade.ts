@@ -1,5 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import { quoteIdent } from '../naming/quote-ident';
+import { describeConnectionTarget, namingConnectionTarget, poolConfigOf, unnamedServerHint } from './connection-target';
 
 type ConnectCallback = (err: Error | undefined, client: PoolClient | undefined, release: (err?: Error | boolean) => void) => void;
 
@@ -34,11 +35,14 @@ export interface SharedPoolView {
  */
 export function createPgDriverFacade(pool: Pool, options: { readonly role?: string } = {}): PgDriverFacade {
   const role = options.role;
+  const checkout = namedCheckout(pool);
   const view: SharedPoolView = {
     connect(callback?: ConnectCallback): Promise<PoolClient> | void {
-      if (role !== undefined) return connectAs(pool, role, callback);
-      if (callback === undefined) return pool.connect();
-      pool.connect(callback as Parameters<Pool['connect']>[0]);
+      if (role !== undefined) return connectAs(checkout, role, callback);
+      if (callback === undefined) {
+        return new Promise<PoolClient>((resolve, reject) => checkout((err, client) => (err === undefined ? resolve(client!) : reject(err))));
+      }
+      checkout(callback);
     },
     query(...args: unknown[]): unknown {
       if (role === undefined) return (pool.query as (...a: unknown[]) => unknown)(...args);
@@ -46,7 +50,7 @@ export function createPgDriverFacade(pool: Pool, options: { readonly role?: stri
         throw new TypeError('The role-bound pool supports promise queries only.');
       }
       return (async () => {
-        const client = await (connectAs(pool, role) as Promise<PoolClient>);
+        const client = await (connectAs(checkout, role) as Promise<PoolClient>);
         try {
           return await (client.query as (...a: unknown[]) => Promise<unknown>)(...args);
         } finally {
@@ -81,6 +85,23 @@ export function createPgDriverFacade(pool: Pool, options: { readonly role?: stri
 }
 
 /**
+ * `pool.connect(callback)` whose failure to open a connection is a
+ * `DatabaseUnreachableError` naming the server and database (never the
+ * password); a full pool's timeout and other errors pass unchanged.
+ */
+function namedCheckout(pool: Pool): (callback: ConnectCallback) => void {
+  const config = poolConfigOf(pool);
+  const target = describeConnectionTarget(config);
+  const hint = unnamedServerHint(config);
+  return (callback) => {
+    pool.connect((err, client, release) => {
+      if (err === undefined || err === null) callback(undefined, client, release);
+      else callback(namingConnectionTarget(err, target, hint) as Error, client, release);
+    });
+  };
+}
+
+/**
  * Checks a connection out of `pool` with `SET ROLE` to the tenant's role, and
  * hands it back with `RESET ROLE` run before it returns to the pool, so every
  * statement of the checkout, reads outside transactions included, runs under
@@ -88,10 +109,10 @@ export function createPgDriverFacade(pool: Pool, options: { readonly role?: stri
  * work through a transaction pooler (documented). A connection whose reset
  * fails is destroyed, never reused.
  */
-function connectAs(pool: Pool, role: string, callback?: ConnectCallback): Promise<PoolClient> | void {
+function connectAs(connect: (callback: ConnectCallback) => void, role: string, callback?: ConnectCallback): Promise<PoolClient> | void {
   const setRole = `SET ROLE ${quoteIdent(role)}`;
   const checkout = new Promise<PoolClient>((resolve, reject) => {
-    pool.connect((err, client, release) => {
+    connect((err, client, release) => {
       if (err !== undefined || client === undefined) {
         reject(err ?? new Error('The pool returned no connection.'));
         return;

@@ -10,6 +10,7 @@ import type { PgDriverFacade } from './pool-facade';
 import type { QueryCacheOptions } from './tenant-query-cache';
 import { TenantQueryRunner, type RawSqlPolicy } from './tenant-query-runner';
 import { bindTenantSchema } from '../migration/migration-schema';
+import { hintMissingSharedTables } from './missing-table-hint';
 
 /**
  * The "current schema" every DataSource of the library claims. It names no
@@ -84,7 +85,9 @@ export interface DropFence {
  *   unfenced (`@VirtualColumn` queries, written by hand, are fenced);
  * - qualifies QueryBuilder string table names with the tenant schema;
  * - binds lazy relations to the active run rather than to the last
- *   DataSource built.
+ *   DataSource built;
+ * - adds a hint to "relation does not exist" for a shared entity's table
+ *   (an entity that most likely lacks `@TenantScoped()`).
  */
 export async function buildTenantDataSource(spec: TenantDataSourceSpec): Promise<DataSource> {
   const dataSource = new DataSource({
@@ -114,6 +117,7 @@ export async function buildTenantDataSource(spec: TenantDataSourceSpec): Promise
   driver.createQueryRunner = (mode: ReplicationMode) => new TenantQueryRunner(driver, mode, policy);
 
   bindTenantSchema(dataSource, spec.schemaName);
+  hintMissingSharedTables(dataSource, spec.sharedSchema, spec.sharedTables);
   installTenantLazyLoader(dataSource, spec.sharedDataSource);
   qualifiedStringTables.set(dataSource, quoteIdent(spec.schemaName));
   installStringTableQualification();

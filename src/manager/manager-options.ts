@@ -209,6 +209,15 @@ export interface TenantDataSourceManagerOptions {
   /** Settings of the shared pool: connection recycling and timeouts. */
   readonly pool?: TenantPoolOptions;
   /**
+   * `initialize()` warns (a `configuration` warning) when the connection
+   * lands in a maintenance database (`postgres`, `template0`, `template1`):
+   * the registry, the ledger and the shared schema would go there, which is
+   * usually a forgotten `database` or an unset `DATABASE_URL` with `PG*`
+   * variables set. Set `true` where that database is meant (some hosted
+   * services give only `postgres`) to silence it. Default `false`.
+   */
+  readonly allowMaintenanceDatabase?: boolean;
+  /**
    * Called when an idle pooled connection fails (for example the server
    * terminated it). The pool drops that connection and opens a new one when
    * needed. Default: a `pool-error` entry to `logger`, else a process warning.

@@ -5,6 +5,7 @@ import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner, type RunState } from '../context/tenant-context';
 import { LeaseCache, type Lease } from '../data-source/lease-cache';
 import { createPgDriverFacade, type PgDriverFacade } from '../data-source/pool-facade';
+import { describeConnectionTarget, poolConfigOf } from '../data-source/connection-target';
 import {
   DEFAULT_POOL_OPTIONS,
   DEFAULT_POOL_SIZE,
@@ -145,6 +146,7 @@ interface ResolvedOptions {
   readonly onBackgroundError: (error: Error) => void;
   readonly pool: Required<TenantPoolOptions>;
   readonly onPoolError: (error: Error) => void;
+  readonly allowMaintenanceDatabase: boolean;
   /** The library's own log (the `logger` option, else process warnings). */
   readonly log: LibraryLog;
   /** TypeORM's logger for the DataSource of a schema (from `logger`, else the connection's own `logger`). */
@@ -782,8 +784,18 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const driver = shared.driver as PostgresDriver;
     this.#driverFacts = { version: driver.version, database: driver.database };
 
-    const [{ role }] = (await shared.query('SELECT current_user AS role')) as Array<{ role: string }>;
+    const [{ role, database }] = (await shared.query('SELECT current_user AS role, current_database() AS database')) as Array<{ role: string; database: string }>;
     this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role, otherSchemas: this.#librarySchemas };
+    if (MAINTENANCE_DATABASES.has(database) && !options.allowMaintenanceDatabase) {
+      this.#log({
+        level: 'warn',
+        kind: 'configuration',
+        message:
+          `initialize() is using the maintenance database "${database}" of ${describeConnectionTarget(poolConfigOf(pool))}: ` +
+          'the tenant registry, the migration ledger and the shared schema go there. Name your application\'s database ' +
+          '(dataSource.url or dataSource.database; is DATABASE_URL unset?), or pass allowMaintenanceDatabase: true if it is meant.',
+      });
+    }
 
     const extensions = await this.#checkModel(options.connection.installExtensions !== false);
     const warnings = await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
@@ -1245,12 +1257,20 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     warmPool: options.warmPool === undefined ? undefined : Object.freeze({ size: positiveInteger(options.warmPool.size, 'warmPool.size') }),
     onBackgroundError: options.onBackgroundError ?? ((error: Error) => log({ level: 'warn', kind: 'background-error', message: error.message, error })),
     pool: Object.freeze(pool),
+    allowMaintenanceDatabase: booleanOption(options.allowMaintenanceDatabase, 'allowMaintenanceDatabase'),
     onPoolError:
       options.onPoolError ??
       ((error: Error) => log({ level: 'warn', kind: 'pool-error', message: `a pooled connection failed: ${error.message}`, error })),
     log,
     dataSourceLogger: dataSourceLoggerOf(logger, connection.logging, connection.logger),
   });
+}
+
+/** An optional boolean option: `false` when not given. */
+function booleanOption(value: unknown, name: string): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') throw new TenancyConfigurationError(`Option "${name}" must be true or false; got ${JSON.stringify(value)}.`);
+  return value;
 }
 
 /** Whether a migration class declares TypeORM's `transaction = false` (its instances, as TypeORM makes them, say so). */
@@ -1264,6 +1284,8 @@ function declaresNonTransactional(migration: Function): boolean {
 
 /** Drop notes older than this are pruned, so no longer wait can be kept. */
 const MAX_SLUG_REUSE_DELAY_MS = 86_400_000;
+/** Databases every PostgreSQL server has for administration: not where an application's data belongs. */
+const MAINTENANCE_DATABASES: ReadonlySet<string> = new Set(['postgres', 'template0', 'template1']);
 
 function positiveInteger(value: unknown, option: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { expect } from 'chai';
 import { adminQuery, databaseUrl, tablesOf, uniqueSlug } from '../support/fixtures';
 import {
@@ -77,10 +77,34 @@ describe('the installed package (npm pack, npm install, the installed bin)', fun
   const env = (): NodeJS.ProcessEnv => ({ DATABASE_URL: databaseUrl(), TENANCY_SHARED_SCHEMA: sharedSchema });
   const cli = (...args: string[]): Promise<ProcessResult> => installed().cli(args, env());
 
-  it('the tarball holds the built library and its bin, not the sources or tests', () => {
+  it('the tarball holds the built library, its bin and the library sources its maps name, not the tests', () => {
     const files = installed().pack.files;
-    expect(files).to.include.members(['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/http/express.js']);
-    expect(files.filter((file) => /^(src|test|build|bench|support)\//.test(file))).to.deep.equal([]);
+    expect(files).to.include.members(['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/http/express.js', 'src/index.ts']);
+    expect(files.filter((file) => /^(test|build|bench|support|entities|migrations|examples|demo)\//.test(file))).to.deep.equal([]);
+  });
+
+  it('every source map in the installed package resolves to a file the package holds', () => {
+    const root = join(installed().dir, 'node_modules', 'typeorm-tenants');
+    const maps = installed().pack.files.filter((file) => file.endsWith('.map'));
+    expect(maps, 'the build ships source maps (.js.map and .d.ts.map)').to.include.members(['dist/index.js.map', 'dist/index.d.ts.map']);
+    const unresolved: string[] = [];
+    for (const map of maps) {
+      const { sources } = JSON.parse(readFileSync(join(root, map), 'utf8')) as { sources: string[] };
+      for (const source of sources) {
+        const target = join(root, dirname(map), source);
+        if (!existsSync(target)) unresolved.push(`${map} -> ${source}`);
+      }
+    }
+    expect(unresolved).to.deep.equal([]);
+  });
+
+  it('a stack trace under --enable-source-maps names the library\'s TypeScript source', async () => {
+    const script = [
+      "const { validateTenantSlug } = require('typeorm-tenants');",
+      "try { validateTenantSlug('Not A Slug'); } catch (error) { console.log(error.stack); }",
+    ].join('\n');
+    const out = await installed().node(['--enable-source-maps', '-e', script]);
+    expect(out.stdout).to.match(/node_modules\/typeorm-tenants\/src\/naming\/tenant-slug\.ts:\d+/);
   });
 
   it('require("typeorm-tenants") and the express subpath resolve to the installed copy', async () => {
