@@ -73,4 +73,4 @@ export type { TenantMiddlewareOptions, TenantResolution } from './http/tenant-re
 export { ResolutionCache, DEFAULT_RESOLUTION_CACHE_OPTIONS } from './http/resolution-cache';
 export type { ResolutionCacheOptions, ResolutionCacheStats } from './http/resolution-cache';
 export { TenantRequiredError, TenantForbiddenError, tenancyErrorBody } from './http/http-errors';
-export type { HttpTenancyErrorCode, TenancyErrorBody } from './http/http-errors';
+export type { HttpTenancyErrorCode, TenancyErrorBody, TenancyErrorBodyOptions } from './http/http-errors';

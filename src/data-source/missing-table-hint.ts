@@ -45,7 +45,9 @@ function addHint(error: unknown, dataSource: DataSource, sharedSchema: string, s
   const match = MISSING_RELATION.exec(error.message);
   if (match === null) return;
   const [, schema, table] = match;
-  if ((schema !== undefined && schema !== sharedSchema) || !sharedTables.has(table!)) return;
+  // Generated SQL always names the schema; an unqualified name is raw SQL,
+  // which in a run searches the tenant schema: the shared table may well exist.
+  if (schema !== sharedSchema || !sharedTables.has(table!)) return;
   const entity = dataSource.entityMetadatas.find((metadata) => metadata.schema === sharedSchema && metadata.tableName === table)?.name ?? table;
   const hint =
     `Entity ${entity} has no @TenantScoped(), so it is shared: its table is read from the shared schema "${sharedSchema}", where there is none. ` +

@@ -117,7 +117,14 @@ function connectAs(connect: (callback: ConnectCallback) => void, role: string, c
         reject(err ?? new Error('The pool returned no connection.'));
         return;
       }
-      client.query(setRole).then(
+      // Checked out, the client has no 'error' listener (pg-pool removes its
+      // own, TypeORM adds one only after this): a socket that dies during SET
+      // ROLE or RESET ROLE would throw from an event nobody hears. The
+      // statement's own rejection carries the error (the caller gets it, or
+      // the connection is destroyed at release).
+      const heard = (): void => undefined;
+      client.on('error', heard);
+      client.query(setRole).finally(() => client.off('error', heard)).then(
         () => {
           let released = false;
           const resetAndRelease = (releaseError?: Error | boolean): void => {
@@ -127,7 +134,8 @@ function connectAs(connect: (callback: ConnectCallback) => void, role: string, c
               release(releaseError);
               return;
             }
-            client.query('RESET ROLE').then(
+            client.on('error', heard);
+            client.query('RESET ROLE').finally(() => client.off('error', heard)).then(
               () => release(),
               (resetError: Error) => release(resetError),
             );

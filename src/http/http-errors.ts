@@ -1,4 +1,4 @@
-import { TenancyError, type TenancyErrorCode } from '../errors';
+import { DatabaseUnreachableError, TenancyError, TenantSchemaChangeError, type TenancyErrorCode } from '../errors';
 
 /** Codes of the errors the HTTP layer adds (part of `TenancyErrorCode`). */
 export type HttpTenancyErrorCode = Extract<TenancyErrorCode, 'TENANT_REQUIRED' | 'TENANT_FORBIDDEN'>;
@@ -33,16 +33,45 @@ export interface TenancyErrorBody {
   readonly error: { readonly code: string; readonly message: string };
 }
 
+/** Options of `tenancyErrorBody`. */
+export interface TenancyErrorBodyOptions {
+  /**
+   * Send the whole message of errors that carry the database's own words
+   * (`TENANT_PROVISIONING_FAILED` and `TENANT_MIGRATION_FAILED`: constraint,
+   * table, migration; `DATABASE_UNREACHABLE`: user, host, port and
+   * database). Default `false`: their body says what happened in general
+   * terms, and the full message stays on the error for the server's log.
+   */
+  readonly databaseDetails?: boolean;
+}
+
 /**
- * The error body for `error`: `{ "error": { "code", "message" } }`.
+ * The error body for `error`: `{ "error": { "code", "message" } }`. The
+ * message is the error's own, except for the errors that carry what the
+ * database said or where it is (see `databaseDetails`): an HTTP client
+ * learns the code and a sentence, never a constraint name, a migration or
+ * the database's address.
  *
  * @example
  * ```ts
  * res.status(error.statusCode).json(tenancyErrorBody(error));
  * ```
  */
-export function tenancyErrorBody(error: TenancyError): TenancyErrorBody {
-  return { error: { code: error.code, message: error.message } };
+export function tenancyErrorBody(error: TenancyError, options: TenancyErrorBodyOptions = {}): TenancyErrorBody {
+  return { error: { code: error.code, message: options.databaseDetails === true ? error.message : publicMessageOf(error) } };
+}
+
+function publicMessageOf(error: TenancyError): string {
+  if (error instanceof DatabaseUnreachableError) return 'The service cannot reach its database right now. Try again later.';
+  if (error instanceof TenantSchemaChangeError) {
+    if (error.code === 'TENANT_PROVISIONING_FAILED') {
+      return error.statusCode === 409
+        ? 'The tenant was not created: its starting data conflicts with existing data (a value that must be unique is taken). Nothing was kept.'
+        : 'The tenant was not created; nothing was kept. The server log has the cause.';
+    }
+    return 'Migrating the tenant failed and was rolled back. The server log has the cause.';
+  }
+  return error.message;
 }
 
 /** The `Retry-After` seconds of an error that has them (`TenantMigrationPendingError`), else `undefined`. */

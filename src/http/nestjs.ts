@@ -6,6 +6,7 @@ import {
   Module,
   RequestMethod,
   SetMetadata,
+  StreamableFile,
   type ArgumentsHost,
   type CallHandler,
   type DynamicModule,
@@ -21,7 +22,10 @@ import {
   type OnModuleInit,
   type Provider,
 } from '@nestjs/common';
+import { SSE_METADATA } from '@nestjs/common/constants';
 import type { RouteInfo } from '@nestjs/common/interfaces';
+import { AsyncResource } from 'node:async_hooks';
+import type { Readable } from 'node:stream';
 import { APP_FILTER, APP_INTERCEPTOR, Reflector } from '@nestjs/core';
 import type { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -197,13 +201,20 @@ export class TenancyInterceptor implements NestInterceptor {
     if (this.#reflector.getAllAndOverride<boolean | undefined>(TENANT_FREE, [context.getHandler(), context.getClass()]) === true) {
       return next.handle();
     }
+    const sse = this.#reflector.get<boolean | undefined>(SSE_METADATA, context.getHandler()) === true;
     const http = context.switchToHttp();
     const request = http.getRequest<object>();
     const response = http.getResponse<object>();
     return new Observable<unknown>((subscriber) => {
       let handling: Subscription | undefined;
       this.#serve(request, response, subscriber, next, (subscription) => (handling = subscription)).catch((error: unknown) => subscriber.error(error));
-      return () => handling?.unsubscribe();
+      // An @Sse() stream ends when its client goes: stop it. Any other
+      // handler is a promise under way (an outer TimeoutInterceptor may have
+      // answered already): let it finish in its tenant, holding its DataSource,
+      // as manager.run() would; what it emits then goes nowhere.
+      return () => {
+        if (sse) handling?.unsubscribe();
+      };
     });
   }
 
@@ -211,7 +222,12 @@ export class TenancyInterceptor implements NestInterceptor {
     const outcome = await this.#resolver.resolve(request);
     if (subscriber.closed) return;
     const forward = {
-      next: (value: unknown) => subscriber.next(value),
+      next: (value: unknown) => {
+        // Nest pipes a StreamableFile after this Observable ends, from its own
+        // context: its reads must still run in the tenant (a lazy export of rows).
+        if (value instanceof StreamableFile) readInThisContext(value.getStream());
+        subscriber.next(value);
+      },
       error: (error: unknown) => subscriber.error(error),
       complete: () => subscriber.complete(),
     };
@@ -252,6 +268,19 @@ export class TenancyInterceptor implements NestInterceptor {
         throw new Error(`Unexpected resolution "${(outcome satisfies never as { kind: string }).kind}"`);
     }
   }
+}
+
+/** Runs the stream's reads (and its destruction) in the async context of the caller: the tenant's run. */
+function readInThisContext(stream: Readable): void {
+  const resource = new AsyncResource('typeorm-tenants.stream');
+  const read = stream._read;
+  stream._read = function readInTenant(this: Readable, size: number): void {
+    resource.runInAsyncScope(read, this, size);
+  };
+  const destroy = stream._destroy;
+  stream._destroy = function destroyInTenant(this: Readable, error: Error | null, callback: (error?: Error | null) => void): void {
+    resource.runInAsyncScope(destroy, this, error, callback);
+  };
 }
 
 /** The Node request or response under a platform's (Fastify's `.raw`; Express's are Node's own). */

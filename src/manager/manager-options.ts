@@ -210,11 +210,12 @@ export interface TenantDataSourceManagerOptions {
   readonly pool?: TenantPoolOptions;
   /**
    * `initialize()` warns (a `configuration` warning) when the connection
-   * lands in a maintenance database (`postgres`, `template0`, `template1`):
-   * the registry, the ledger and the shared schema would go there, which is
-   * usually a forgotten `database` or an unset `DATABASE_URL` with `PG*`
-   * variables set. Set `true` where that database is meant (some hosted
-   * services give only `postgres`) to silence it. Default `false`.
+   * lands in the maintenance database `postgres`: the registry, the ledger
+   * and the shared schema would go there, which is usually a forgotten
+   * `database` or an unset `DATABASE_URL` with `PG*` variables set. Set
+   * `true` where that database is meant (some hosted services give only
+   * `postgres`) to silence it. Default `false`. A template database
+   * (`template1`, copied into every new database) is always refused.
    */
   readonly allowMaintenanceDatabase?: boolean;
   /**

@@ -786,7 +786,14 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
     const [{ role, database }] = (await shared.query('SELECT current_user AS role, current_database() AS database')) as Array<{ role: string; database: string }>;
     this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role, otherSchemas: this.#librarySchemas };
-    if (MAINTENANCE_DATABASES.has(database) && !options.allowMaintenanceDatabase) {
+    if (database === 'template0' || database === 'template1') {
+      throw new TenancyConfigurationError(
+        `initialize() connected to the template database "${database}" of ${describeConnectionTarget(poolConfigOf(pool))}: ` +
+          'every database created later is copied from it, so the tenant registry, the ledger and the shared schema would be copied into each. ' +
+          "Name your application's database (dataSource.url or dataSource.database; is DATABASE_URL unset?).",
+      );
+    }
+    if (database === 'postgres' && !options.allowMaintenanceDatabase) {
       this.#log({
         level: 'warn',
         kind: 'configuration',
@@ -1284,8 +1291,6 @@ function declaresNonTransactional(migration: Function): boolean {
 
 /** Drop notes older than this are pruned, so no longer wait can be kept. */
 const MAX_SLUG_REUSE_DELAY_MS = 86_400_000;
-/** Databases every PostgreSQL server has for administration: not where an application's data belongs. */
-const MAINTENANCE_DATABASES: ReadonlySet<string> = new Set(['postgres', 'template0', 'template1']);
 
 function positiveInteger(value: unknown, option: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {

@@ -3,7 +3,18 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import Fastify, { type FastifyInstance } from 'fastify';
 import { createServer, type Server } from 'node:http';
 import { Client } from '../../entities';
-import { TenantDataSourceManager as Manager, TenantMigrationPendingError, TenantProvisioningError, fromHeader, tenantContext, type TenantDataSourceManager } from '../../src';
+import {
+  DatabaseUnreachableError,
+  TenantAlreadyExistsError,
+  TenantDataSourceManager as Manager,
+  TenantMigrationError,
+  TenantMigrationPendingError,
+  TenantProvisioningError,
+  fromHeader,
+  tenancyErrorBody,
+  tenantContext,
+  type TenantDataSourceManager,
+} from '../../src';
 import { tenancyErrorHandler as expressErrorHandler, tenantMiddleware } from '../../src/http/express';
 import { tenancyErrorHandler as fastifyErrorHandler, tenancyPlugin } from '../../src/http/fastify';
 import { managerOptions, uniqueSlug } from '../support/fixtures';
@@ -53,10 +64,12 @@ function contractSuite(base: () => string, manager: () => TenantDataSourceManage
     expectError(await getJson(`${base()}/signup/Not_A_Slug`, {}, { method: 'POST' }), 400, 'INVALID_TENANT_NAME');
   });
 
-  it('a unique violation in the seed answers 409 TENANT_PROVISIONING_FAILED naming the constraint; a broken migration would be 500', async () => {
+  it('a unique violation in the seed answers 409 TENANT_PROVISIONING_FAILED, the body naming no constraint (the error does); a broken migration would be 500', async () => {
     const answer = await getJson(`${base()}/seeded/${uniqueSlug('eh-seed')}`, {}, { method: 'POST' });
     expectError(answer, 409, 'TENANT_PROVISIONING_FAILED');
-    expect(answer.body.error.message).to.include('client_email_seed_key');
+    expect(answer.body.error.message).to.match(/starting data conflicts with existing data/);
+    expect(answer.body.error.message).not.to.include('client_email_seed_key');
+    expect(answer.body.error.message).not.to.include('dup@x');
     const broken = new TenantProvisioningError('acme', 'CreateClient1700000000001', Object.assign(new Error('duplicate key'), { code: '23505' }));
     expect(broken.statusCode).to.equal(500);
   });
@@ -178,5 +191,41 @@ describe('HTTP error handlers: a TenancyError thrown in a handler answers as the
       expectError(await getJson(`${base}/contextless`), 500, 'TENANT_CONTEXT_MISSING');
       expect(await getJson(`${base}/plain`)).to.deep.include({ status: 500, body: { mine: true } });
     });
+  });
+});
+
+describe('tenancyErrorBody: what an HTTP client learns of errors that carry the database\'s words', () => {
+  const unreachable = new DatabaseUnreachableError(
+    'postgres://app@db.internal:5432/app',
+    Object.assign(new Error('connect ECONNREFUSED 10.0.0.7:5432'), { code: 'ECONNREFUSED' }),
+  );
+  const seedConflict = new TenantProvisioningError(
+    'acme',
+    undefined,
+    Object.assign(new Error('duplicate key value violates unique constraint "client_email_key"'), { code: '23505', constraint: 'client_email_key', detail: 'Key (email)=(a@x) already exists.' }),
+  );
+  const brokenMigration = new TenantMigrationError('acme', 'AddPhone1700000000003', Object.assign(new Error('column "phone" of relation "client" already exists'), { code: '42701' }));
+
+  it('DATABASE_UNREACHABLE: the body names no user, host, port or database; the error keeps them', () => {
+    const body = tenancyErrorBody(unreachable);
+    expect(body.error.code).to.equal('DATABASE_UNREACHABLE');
+    expect(body.error.message).not.to.match(/db\.internal|10\.0\.0\.7|5432|app@/);
+    expect(unreachable.message).to.include('postgres://app@db.internal:5432/app');
+  });
+
+  it('provisioning and migration failures: the body names no constraint, value, migration or column; databaseDetails: true sends the whole message', () => {
+    for (const error of [seedConflict, brokenMigration]) {
+      const message = tenancyErrorBody(error).error.message;
+      expect(message).not.to.match(/client_email_key|a@x|AddPhone|phone/);
+      expect(tenancyErrorBody(error, { databaseDetails: true }).error.message).to.equal(error.message);
+    }
+    expect(seedConflict.statusCode).to.equal(409);
+    expect(tenancyErrorBody(seedConflict).error.message).to.match(/conflicts with existing data/);
+    expect(seedConflict.constraint).to.equal('client_email_key');
+  });
+
+  it('other errors keep their own message (a taken slug names the slug)', () => {
+    const taken = new TenantAlreadyExistsError('acme', 'acme', 'acme');
+    expect(tenancyErrorBody(taken).error.message).to.equal(taken.message);
   });
 });

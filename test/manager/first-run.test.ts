@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { Column, Entity, PrimaryGeneratedColumn, QueryFailedError, type Logger, type MigrationInterface, type QueryRunner } from 'typeorm';
-import { DatabaseUnreachableError, TenantDataSourceManager, tenantContext, type TenancyLogEntry } from '../../src';
+import { DatabaseUnreachableError, TenancyConfigurationError, TenantDataSourceManager, tenantContext, type TenancyLogEntry } from '../../src';
 import { freePort } from '../../support/free-port';
 import { adminQuery, databaseUrl, managerOptions, newManager, openManager, uniqueSlug } from '../support/fixtures';
 
@@ -241,3 +241,28 @@ describe('first run: an entity without @TenantScoped() at run time', () => {
     expect(logger.errors.some((message) => message.includes('Entity FrNoteWithoutDecorator has no @TenantScoped()'))).to.equal(true);
   });
 });
+
+describe('first run: a template database', () => {
+  it('initialize() in template1 is refused before it writes anything there, naming the database and why', async () => {
+    const url = new URL(databaseUrl());
+    url.pathname = '/template1';
+    const before = await templateSchemas(url.toString());
+    const manager = newManager({ dataSource: { type: 'postgres', url: url.toString(), poolSize: 2 }, allowMaintenanceDatabase: true, migrationGuard: 'catalog' });
+    const error = await initializeError(manager);
+    expect(error).to.be.instanceOf(TenancyConfigurationError);
+    expect((error as Error).message).to.match(/template database "template1" of postgres:\/\/.*\/template1: every database created later is copied from it/);
+    expect(await templateSchemas(url.toString())).to.deep.equal(before);
+  });
+});
+
+async function templateSchemas(url: string): Promise<string[]> {
+  const { Client: PgClient } = await import('pg');
+  const client = new PgClient({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ nspname: string }>('SELECT nspname FROM pg_namespace ORDER BY nspname');
+    return rows.map((row) => row.nspname);
+  } finally {
+    await client.end();
+  }
+}
