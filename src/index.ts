@@ -1,6 +1,8 @@
 export { TenantScoped, isTenantScoped } from './entity/tenant-scoped';
 export { TenantDataSourceManager } from './manager/tenant-data-source-manager';
 export type { CreateTenantOptions, GenerateMigrationOptions, GeneratedMigration, TenantManagerStats } from './manager/tenant-data-source-manager';
+export type { AddTenantDomainOptions, TenantDomain, UpdateTenantDomainOptions } from './registry/tenant-domains';
+export { HOSTNAME_RULE, MAX_HOSTNAME_LENGTH, normaliseHostname } from './naming/hostname';
 export type { MigrationStatement } from './migration/migration-source';
 export type { FleetMigrationOptions, TenantMigrationStatus } from './migration/fleet-migrator';
 export type {
@@ -61,13 +63,26 @@ export {
   TenantDroppedError,
   CrossTenantAccessError,
   DatabaseUnreachableError,
+  InvalidHostnameError,
+  TenantDomainTakenError,
+  TenantDomainNotFoundError,
 } from './errors';
 export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
 export type { MigrationGuardMode } from './migration/migration-guard';
 export { tenantSchemaOf } from './migration/migration-schema';
 export type { TenantEventMap, TenantEventName } from './manager/tenant-events';
-export { fromHeader, fromPath, fromSubdomain, DEFAULT_TENANT_HEADER } from './http/tenant-resolvers';
-export type { HttpRequestLike, PathResolverOptions, ResolvedSlug, SubdomainResolverOptions, TenantResolver } from './http/tenant-resolvers';
+export { fromDomain, fromHeader, fromPath, fromSubdomain, DEFAULT_TENANT_HEADER } from './http/tenant-resolvers';
+export type {
+  DomainResolver,
+  DomainResolverOptions,
+  HttpRequestLike,
+  PathResolverOptions,
+  ResolvedSlug,
+  SubdomainResolverOptions,
+  TenantResolver,
+} from './http/tenant-resolvers';
+export { DomainDirectory, DEFAULT_DOMAIN_TTL_MS } from './http/domain-directory';
+export type { DomainDirectoryEntry, DomainDirectoryStats } from './http/domain-directory';
 export { TenantRequestResolver } from './http/tenant-resolution';
 export type { TenantMiddlewareOptions, TenantResolution } from './http/tenant-resolution';
 export { ResolutionCache, DEFAULT_RESOLUTION_CACHE_OPTIONS } from './http/resolution-cache';

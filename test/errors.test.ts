@@ -31,6 +31,9 @@ import {
   TenantDroppedError,
   CrossTenantAccessError,
   DatabaseUnreachableError,
+  InvalidHostnameError,
+  TenantDomainTakenError,
+  TenantDomainNotFoundError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -61,6 +64,9 @@ const samples: TenancyError[] = [
   new TenantDroppedError('acme'),
   new CrossTenantAccessError('Client #1 was loaded in tenant "a" and read in tenant "b".'),
   new DatabaseUnreachableError('postgres://app@127.0.0.1:5432/app', Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })),
+  new InvalidHostnameError('[::1]', 'IP addresses are refused'),
+  new TenantDomainTakenError('portal.acme.com', 'globex', 'acme'),
+  new TenantDomainNotFoundError('portal.acme.com'),
 ];
 
 describe('errors', () => {

@@ -1,6 +1,7 @@
 import { TenancyError, TenantNotFoundError } from '../errors';
 import type { TenantMigrationStatus } from '../migration/fleet-migrator';
 import { FLEET_ERROR_DATABASE_FIELDS, type FleetReport, type FleetTenantError, type FleetTenantResult } from '../migration/fleet-run';
+import type { TenantDomain } from '../registry/tenant-domains';
 import type { TenantRecord } from '../registry/tenant-record';
 import { CliError } from './cli-error';
 
@@ -35,6 +36,26 @@ export function renderRecords(records: readonly TenantRecord[]): string {
   if (records.length === 0) return 'No tenants.\n';
   const rows = records.map((r) => [r.slug, r.schemaName, r.status, formatDate(r.createdAt), r.name]);
   return renderTable(['SLUG', 'SCHEMA', 'STATUS', 'CREATED', 'NAME'], rows) + `${plural(records.length, 'tenant')}\n`;
+}
+
+/** One tenant domain as `key  value` lines. */
+export function renderDomain(domain: TenantDomain): string {
+  return renderTable(
+    ['hostname', domain.hostname],
+    [
+      ['tenant', domain.slug],
+      ['primary', domain.primary ? 'yes' : 'no'],
+      ['verified', domain.verified ? 'yes' : 'no'],
+      ['created', formatDate(domain.createdAt)],
+    ],
+  );
+}
+
+/** Tenant domains as a table, or a sentence when there are none. */
+export function renderDomains(domains: readonly TenantDomain[]): string {
+  if (domains.length === 0) return 'No domains.\n';
+  const rows = domains.map((d) => [d.hostname, d.slug, d.primary ? 'yes' : 'no', d.verified ? 'yes' : 'no', formatDate(d.createdAt)]);
+  return renderTable(['HOSTNAME', 'TENANT', 'PRIMARY', 'VERIFIED', 'CREATED'], rows) + `${plural(domains.length, 'domain')}\n`;
 }
 
 /** `migrationStatus()` as a table: applied count and pending names per tenant. */

@@ -5,8 +5,8 @@ import type { TenantRecord } from '../registry/tenant-record';
 import { retryAfterOf, tenancyErrorBody } from './http-errors';
 import { TenantRequestResolver, serveRequest, type TenantMiddlewareOptions } from './tenant-resolution';
 
-export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
-export type { TenantResolver } from './tenant-resolvers';
+export { fromDomain, fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
+export type { DomainResolver, DomainResolverOptions, TenantResolver } from './tenant-resolvers';
 export type { TenantMiddlewareOptions } from './tenant-resolution';
 
 declare global {

@@ -40,8 +40,8 @@ import { sendTenancyError, tenantMiddleware, type TenantMiddleware } from './exp
 import { retryAfterOf, tenancyErrorBody } from './http-errors';
 import { TenantRequestResolver, bindEmittersToContext, releaseWhenClosed, type TenantMiddlewareOptions } from './tenant-resolution';
 
-export { fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
-export type { TenantResolver } from './tenant-resolvers';
+export { fromDomain, fromHeader, fromPath, fromSubdomain } from './tenant-resolvers';
+export type { DomainResolver, DomainResolverOptions, TenantResolver } from './tenant-resolvers';
 
 /** Injection token of the `TenantDataSourceManager` (`@Inject(TENANCY_MANAGER)`). */
 export const TENANCY_MANAGER = 'typeorm-tenants:manager';

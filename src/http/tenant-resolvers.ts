@@ -1,4 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
+import { hostnameOfHeader } from '../naming/hostname';
+import { DOMAIN_SNAPSHOT } from '../registry/tenant-domains';
+import { DEFAULT_DOMAIN_TTL_MS, DomainDirectory, type DomainDirectoryEntry } from './domain-directory';
 
 /** What the built-in resolvers read from a request: Express, Fastify and plain Node requests all have it. */
 export interface HttpRequestLike {
@@ -142,6 +146,82 @@ export function fromPath(options: PathResolverOptions = {}): TenantResolver<Http
   const resolver = ((req: HttpRequestLike): ResolvedSlug => split(req.url ?? '')?.slug) as PathRewritingResolver;
   Object.defineProperty(resolver, PATH_REWRITE, { value: (url: string) => split(url)?.rest });
   return labelled(resolver, prefixSegments.length === 0 ? 'first path segment' : `path segment after /${prefixSegments.join('/')}`);
+}
+
+/** Options of `fromDomain()`. */
+export interface DomainResolverOptions {
+  /**
+   * Hostnames not marked verified: `'skip'` (default) treats them as unknown
+   * ("not mine": the next resolver gets its turn), so a hostname someone
+   * added but does not control serves nobody; `'serve'` resolves them too.
+   */
+  readonly unverified?: 'skip' | 'serve';
+  /**
+   * How long the in-memory copy of the domains registry is trusted before one
+   * query checks whether it changed (other processes' changes take effect
+   * within it; this process's at once). 0 checks on every request. Default 5000.
+   */
+  readonly ttlMs?: number;
+}
+
+/** The resolver `fromDomain()` returns: a `TenantResolver` with its directory and a way to stop following the manager. */
+export interface DomainResolver extends TenantResolver<HttpRequestLike> {
+  /** The hostname → tenant copy it answers from (its `stats()` count lookups and queries). */
+  readonly directory: DomainDirectory;
+  /** Stops following the manager's domain events (call it when the app shuts down). Safe to call twice. */
+  close(): void;
+}
+
+/**
+ * Reads the tenant from the `Host` header (HTTP/2 `:authority`) when it is
+ * one of the tenants' custom domains (`addTenantDomain`): `portal.acme.com`
+ * → `acme`. The header is normalised as the registry's hostnames are (lower
+ * case, no port, no trailing dot, punycode); a host no tenant has, an
+ * unverified one (unless `unverified: 'serve'`), an IP address or a
+ * malformed header is "not mine", so a resolver after it (`fromSubdomain()`)
+ * gets its turn. The hostnames are held in memory: no lookup costs a query
+ * of its own, known or unknown, and the copy is checked with one query per
+ * `ttlMs`. This process's domain changes apply at once (it follows the
+ * manager's `domain-*` events; `close()` stops that). A tenant reached by
+ * its domain is served, refused (suspended 403, archived 423) and
+ * authorised exactly as by any other resolver. The Host header is used as
+ * received: behind a proxy, have the proxy pass the original Host.
+ *
+ * @example
+ * ```ts
+ * app.use(tenantMiddleware(tenants, {
+ *   resolve: [fromDomain(tenants), fromSubdomain({ baseDomain: 'yourapp.com' })],
+ * }));
+ * ```
+ */
+export function fromDomain(manager: TenantDataSourceManager, options: DomainResolverOptions = {}): DomainResolver {
+  if (manager === null || typeof manager !== 'object' || typeof manager[DOMAIN_SNAPSHOT] !== 'function') {
+    throw new TypeError('fromDomain() needs the TenantDataSourceManager as its first argument.');
+  }
+  const unverified = options?.unverified ?? 'skip';
+  if (unverified !== 'skip' && unverified !== 'serve') {
+    throw new TypeError(`fromDomain() option "unverified" must be 'skip' or 'serve'; got ${JSON.stringify(unverified)}.`);
+  }
+  const serveUnverified = unverified === 'serve';
+  const directory = new DomainDirectory((generation) => manager[DOMAIN_SNAPSHOT](generation), options?.ttlMs ?? DEFAULT_DOMAIN_TTL_MS);
+  const unsubscribe = [
+    manager.on('domain-added', ({ domain }) => directory.apply(domain, false)),
+    manager.on('domain-updated', ({ domain }) => directory.apply(domain, false)),
+    manager.on('domain-removed', ({ domain }) => directory.apply(domain, true)),
+  ];
+  const slugOf = (entry: DomainDirectoryEntry | undefined): ResolvedSlug =>
+    entry === undefined || (!entry.verified && !serveUnverified) ? undefined : entry.slug;
+  const resolver = (req: HttpRequestLike): ResolvedSlug | Promise<ResolvedSlug> => {
+    const hostname = hostnameOfHeader(req.headers.host ?? (req.headers as Record<string, string | string[] | undefined>)[':authority']);
+    if (hostname === undefined) return undefined;
+    const entry = directory.lookup(hostname);
+    return entry instanceof Promise ? entry.then(slugOf) : slugOf(entry);
+  };
+  Object.defineProperties(resolver, {
+    directory: { value: directory, enumerable: true },
+    close: { value: (): void => void unsubscribe.splice(0).forEach((off) => off()) },
+  });
+  return labelled(resolver as DomainResolver, 'custom domain');
 }
 
 function labelled<T extends TenantResolver>(resolver: T, label: string): T {

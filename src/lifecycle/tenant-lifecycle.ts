@@ -3,6 +3,7 @@ import { InvalidTenantStateError, TenantNotFoundError, sqlStateOf } from '../err
 import type { TenantEvents } from '../manager/tenant-events';
 import { archiveSchemaName } from '../naming/derived-schema-name';
 import { quoteIdent } from '../naming/quote-ident';
+import type { TenantDomains } from '../registry/tenant-domains';
 import type { SqlRunner, TenantRegistry } from '../registry/tenant-registry';
 import type { TenantRecord, TenantStatus } from '../registry/tenant-record';
 
@@ -16,6 +17,8 @@ export interface DropTenantOptions {
 export interface LifecycleAccess {
   readonly sharedDataSource: DataSource;
   readonly registry: TenantRegistry;
+  /** The domains registry: a dropped tenant's hostnames are freed with it. */
+  readonly domains: TenantDomains;
   readonly events: TenantEvents;
   /** Relations dropped per transaction when dropping a tenant. */
   readonly dropBatchSize: number;
@@ -139,13 +142,17 @@ export class TenantLifecycle {
       if (dropped === 0) break;
     }
 
-    await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
+    const freed = await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
       for (const schema of schemas) await runner.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
       await access.dropTenantRole(runner, schemaName);
+      // Its hostnames are free for other tenants from the commit on (archive and restore keep them).
+      const domains = await access.domains.freeTenant(runner, slug);
       await access.registry.deleteDropped(runner, slug, schemaName);
+      return domains;
     });
     access.evict(slug);
     access.events.emit('dropped', { slug, schemaName });
+    for (const domain of freed) access.events.emit('domain-removed', { slug, domain });
   }
 
   async #transition(

@@ -67,6 +67,14 @@ import { checkDefaultSearchPath, installExtensions, requiredExtensions } from '.
 import type { TenantRecord } from '../registry/tenant-record';
 import { TenantRegistry, type SqlRunner } from '../registry/tenant-registry';
 import {
+  DOMAIN_SNAPSHOT,
+  TenantDomains,
+  type AddTenantDomainOptions,
+  type TenantDomain,
+  type TenantDomainSnapshot,
+  type UpdateTenantDomainOptions,
+} from '../registry/tenant-domains';
+import {
   DEFAULT_DESTROY_TIMEOUT_MS,
   DEFAULT_DROP_BATCH_SIZE,
   DEFAULT_EXTENSIONS_SCHEMA,
@@ -193,6 +201,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   readonly #options: ResolvedOptions;
   readonly #registry: TenantRegistry;
   readonly #ledger: MigrationLedger;
+  readonly #domains: TenantDomains;
   /** The migrations loaded by `initialize()`, in TypeORM's order (by timestamp); names in the same order. */
   #tenantMigrations: readonly Function[] = [];
   #tenantMigrationNames: readonly string[] = [];
@@ -237,6 +246,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       this.#options.registryTable,
       this.#options.connection.migrationsTableName ?? 'migrations',
     );
+    this.#domains = new TenantDomains(this.#options.sharedSchema, this.#options.registryTable, {
+      sharedDataSource: () => this.#shared!,
+      inLockedTransaction: (lockName, work) => this.#inLockedTransaction(this.#shared!, lockName, work),
+      events: this.#events,
+    });
     this.#cache = new LeaseCache<CachedTenant>({
       max: this.#options.maxDataSources,
       create: (slug) => this.#openTenant(slug),
@@ -416,7 +430,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   /**
    * Subscribes to a lifecycle event (`created`, `migrated`,
    * `migration-failed`, `suspended`, `resumed`, `archived`, `restored`,
-   * `dropped`), emitted after the change has committed. Returns a function
+   * `dropped`, `domain-added`, `domain-updated`, `domain-removed`), emitted
+   * after the change has committed. Returns a function
    * that unsubscribes.
    *
    * @example
@@ -443,6 +458,93 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async listTenants(): Promise<TenantRecord[]> {
     this.#assertReady('listTenants()');
     return this.#registry.list(this.#shared!);
+  }
+
+  /**
+   * Gives the tenant a hostname of its own (a custom domain such as
+   * `portal.acme.com`), for `fromDomain()` to resolve. The hostname is
+   * normalised first (lower case, no port, no trailing dot, punycode; IP
+   * addresses refused: see `normaliseHostname`). A hostname belongs to one
+   * tenant; a tenant has any number, at most one primary (by default its
+   * first). Adding a hostname the tenant already has returns it, with
+   * `primary`/`verified` set where the options say `true`. `fromDomain()`
+   * serves only verified hostnames unless told otherwise: mark it verified
+   * here or with `updateTenantDomain` once the customer proved they control
+   * the name. Any tenant status but `dropping` may get domains; an archived
+   * tenant keeps them and is answered 423 through them.
+   *
+   * @throws InvalidTenantNameError / InvalidHostnameError for a bad slug or hostname (no SQL runs).
+   * @throws TenantNotFoundError when no such tenant exists.
+   * @throws TenantDomainTakenError when another tenant has the hostname (also when two tenants race for it: one wins).
+   * @example
+   * ```ts
+   * await tenants.addTenantDomain('acme', 'Portal.Acme.com', { primary: true, verified: true });
+   * // { hostname: 'portal.acme.com', slug: 'acme', primary: true, verified: true, createdAt }
+   * ```
+   */
+  async addTenantDomain(slug: string, hostname: string, options: AddTenantDomainOptions = {}): Promise<TenantDomain> {
+    this.#assertReady('addTenantDomain()');
+    validateTenantSlug(slug, this.#reserved);
+    return this.#domains.add(slug, hostname, options);
+  }
+
+  /**
+   * Changes a hostname's flags: `verified`, and `primary` (`true` makes it the
+   * tenant's primary hostname, the previous one stops being primary, in one
+   * transaction; `false` leaves the tenant without one). Returns the domain.
+   *
+   * @throws InvalidHostnameError; TenantDomainNotFoundError when no tenant has the hostname.
+   * @example
+   * ```ts
+   * await tenants.updateTenantDomain('portal.acme.com', { verified: true });
+   * ```
+   */
+  async updateTenantDomain(hostname: string, options: UpdateTenantDomainOptions): Promise<TenantDomain> {
+    this.#assertReady('updateTenantDomain()');
+    return this.#domains.update(hostname, options);
+  }
+
+  /**
+   * Takes a hostname from its tenant (it is free for any tenant afterwards)
+   * and returns the removed domain. `fromDomain()` in this process stops
+   * resolving it at once; in other processes within its `ttlMs`. Removing
+   * the primary hostname leaves the tenant without one until another is
+   * made primary.
+   *
+   * @throws InvalidHostnameError; TenantDomainNotFoundError when no tenant has the hostname.
+   */
+  async removeTenantDomain(hostname: string): Promise<TenantDomain> {
+    this.#assertReady('removeTenantDomain()');
+    return this.#domains.remove(hostname);
+  }
+
+  /**
+   * The hostnames of the tenant `slug`, primary first, then by name; without
+   * a slug, every tenant's, by slug.
+   *
+   * @throws InvalidTenantNameError for a bad slug; TenantNotFoundError when no such tenant exists.
+   */
+  async listTenantDomains(slug?: string): Promise<TenantDomain[]> {
+    this.#assertReady('listTenantDomains()');
+    if (slug !== undefined) validateTenantSlug(slug, this.#reserved);
+    return this.#domains.list(slug);
+  }
+
+  /**
+   * The domain of a hostname (normalised first: `PORTAL.acme.com:443` finds
+   * `portal.acme.com`), or `undefined` when no tenant has it.
+   *
+   * @throws InvalidHostnameError for what is no hostname (no SQL runs).
+   */
+  async getTenantDomain(hostname: string): Promise<TenantDomain | undefined> {
+    this.#assertReady('getTenantDomain()');
+    return this.#domains.find(hostname);
+  }
+
+  /** @internal How `fromDomain()` reads the domains registry: everything, unless it has not changed since `generation`. */
+  [DOMAIN_SNAPSHOT](generation: string): Promise<TenantDomainSnapshot> {
+    this.#assertReady('fromDomain()');
+    return this.#domains.snapshot(generation);
   }
 
   /**
@@ -809,6 +911,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
       await ensureMigrationGuard(runner, options.migrationGuard);
       await this.#registry.ensureTable(runner);
+      await this.#domains.ensureTable(runner);
       await this.#ledger.ensureTable(runner);
       await this.#warmPool?.ensureTable(runner);
       // A tenant made before these names were reserved (an upgrade, or another config) would be searched by every tenant's raw SQL.
@@ -845,6 +948,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#lifecycle = new TenantLifecycle({
       sharedDataSource: shared,
       registry: this.#registry,
+      domains: this.#domains,
       events: this.#events,
       dropBatchSize: options.dropBatchSize,
       inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),

@@ -1,5 +1,6 @@
 import type { FleetTenantError } from '../migration/fleet-run';
 import { schemaNameForSlug } from '../naming/tenant-slug';
+import type { TenantDomain } from '../registry/tenant-domains';
 import type { TenantRecord } from '../registry/tenant-record';
 import type { LibraryLog, LibraryLogEntry } from './tenancy-logger';
 
@@ -17,6 +18,12 @@ export interface TenantEventMap {
   readonly restored: { readonly tenant: TenantRecord };
   /** A tenant was dropped: schema, tables and registry row are gone. */
   readonly dropped: { readonly slug: string; readonly schemaName: string };
+  /** A hostname was added to a tenant (`addTenantDomain`). */
+  readonly 'domain-added': { readonly slug: string; readonly domain: TenantDomain };
+  /** A hostname's flags changed (`updateTenantDomain`, or a primary that another hostname replaced). */
+  readonly 'domain-updated': { readonly slug: string; readonly domain: TenantDomain };
+  /** A hostname was removed from its tenant (`removeTenantDomain`, or freed by `dropTenant`). */
+  readonly 'domain-removed': { readonly slug: string; readonly domain: TenantDomain };
 }
 
 /** Names of the manager's events. */
@@ -104,6 +111,19 @@ function lifecycleEntry(event: TenantEventName, payload: TenantEventMap[TenantEv
     case 'dropped': {
       const { slug, schemaName } = payload as TenantEventMap['dropped'];
       return entry('info', slug, schemaName, `Tenant "${slug}" dropped (schema "${schemaName}").`);
+    }
+    case 'domain-added':
+    case 'domain-updated':
+    case 'domain-removed': {
+      const { domain } = payload as TenantEventMap['domain-added'];
+      const flags = `${domain.primary ? 'primary' : 'not primary'}, ${domain.verified ? 'verified' : 'not verified'}`;
+      const message =
+        event === 'domain-added'
+          ? `Domain "${domain.hostname}" added to tenant "${domain.slug}" (${flags}).`
+          : event === 'domain-updated'
+            ? `Domain "${domain.hostname}" of tenant "${domain.slug}" is now ${flags}.`
+            : `Domain "${domain.hostname}" removed from tenant "${domain.slug}".`;
+      return entry('info', domain.slug, schemaNameForSlug(domain.slug), message);
     }
     default:
       throw new Error(`Unexpected event "${event satisfies never}"`);

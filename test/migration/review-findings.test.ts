@@ -341,7 +341,7 @@ module.exports = {
           await adminQuery(`DROP SCHEMA IF EXISTS "${spare.schema_name}" CASCADE`);
         }
       }
-      await adminQuery(`DROP TABLE IF EXISTS public."${marker}", public."${registryTable}_warm", public."${registryTable}_migrations", public."${registryTable}_dropped", public."${registryTable}"`);
+      await adminQuery(`DROP TABLE IF EXISTS public."${marker}", public."${registryTable}_warm", public."${registryTable}_migrations", public."${registryTable}_dropped", public."${registryTable}_domains", public."${registryTable}_domain_gen", public."${registryTable}"`);
       await adminQuery(`DELETE FROM public.migrations WHERE name = 'DryRunMarker1791000000500'`).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
     }
