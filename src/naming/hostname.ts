@@ -5,7 +5,7 @@ import { InvalidHostnameError } from '../errors';
 export const HOSTNAME_RULE =
   'a hostname is a domain name such as "portal.acme.com": labels of 1 to 63 letters, digits and "-" (not first or last), ' +
   'separated by dots, 253 characters at most; internationalised names are taken in their punycode form; ' +
-  'no scheme, path, user or IP address; a port and one trailing dot are ignored';
+  'at least two labels; no scheme, path, user or IP address; a port and one trailing dot are ignored';
 
 /** Longest hostname, in its normalised (punycode) form, without the trailing dot (RFC 1035's 255 octets on the wire). */
 export const MAX_HOSTNAME_LENGTH = 253;
@@ -38,7 +38,7 @@ const IP_ADDRESS_REFUSED = "IP addresses are refused (a tenant domain is a name;
  * ```
  */
 export function normaliseHostname(value: unknown): string {
-  const parsed = parseHostname(value);
+  const parsed = parseHostname(value, false);
   if (typeof parsed !== 'string') throw new InvalidHostnameError(value, `${parsed.reason}; ${HOSTNAME_RULE}.`);
   return parsed;
 }
@@ -46,15 +46,20 @@ export function normaliseHostname(value: unknown): string {
 /**
  * The normalised hostname of a `Host` header (or HTTP/2 `:authority`), or
  * `undefined` when it is missing or is no valid hostname: the rule of
- * `normaliseHostname`, without the cost of an error.
+ * `normaliseHostname`, without the cost of an error, and ASCII only.
+ * Browsers send internationalised names in punycode; a byte beyond ASCII
+ * in a Host header (which Node reads as latin-1) is no hostname, never
+ * mapped to one (the IDNA mapping would drop a soft hyphen and turn `ª`
+ * into `a`, so `ac\u00adme.com` would reach `acme.com`'s tenant past a
+ * proxy that knows no such host).
  */
 export function hostnameOfHeader(value: unknown): string | undefined {
-  const parsed = parseHostname(value);
+  const parsed = parseHostname(value, true);
   return typeof parsed === 'string' ? parsed : undefined;
 }
 
 /** The normalised hostname, or why `value` is none. */
-function parseHostname(value: unknown): string | { readonly reason: string } {
+function parseHostname(value: unknown, asciiOnly: boolean): string | { readonly reason: string } {
   if (typeof value !== 'string') return { reason: 'a hostname must be a string' };
   if (value.length === 0) return { reason: 'it is empty' };
   if (value.length > MAX_INPUT_LENGTH) return { reason: `it is longer than ${MAX_INPUT_LENGTH} characters` };
@@ -73,6 +78,7 @@ function parseHostname(value: unknown): string | { readonly reason: string } {
   for (let i = 0; i < host.length; i += 1) {
     const c = host.charCodeAt(i);
     if (c >= 0x80) {
+      if (asciiOnly) return { reason: 'a Host header carries ASCII only (punycode for internationalised names)' };
       plain = false;
       continue;
     }
@@ -99,5 +105,6 @@ function parseHostname(value: unknown): string | { readonly reason: string } {
   }
   // A last label that is a number makes the URL parser read the name as an IPv4 address (0x10 included).
   if (/^(?:[0-9]+|0x[0-9a-f]*)$/.test(labels[labels.length - 1]!)) return { reason: IP_ADDRESS_REFUSED };
+  if (labels.length < 2) return { reason: 'a tenant domain has at least two labels ("acme.com", "portal.acme.com"): a single label ("localhost", "com") is no one\'s own domain' };
   return ascii;
 }
