@@ -4,8 +4,8 @@ import { join } from 'node:path';
 /**
  * `npm run bench [-- --quick ...]`: the routing benchmark (every argument
  * goes to it), then the provisioning and fleet benchmark, the
- * migration-guard benchmark, the HTTP benchmark and the cache-scale
- * benchmark (`--quick` only), each in its own
+ * migration-guard benchmark, the HTTP benchmark, the cache-scale
+ * benchmark and the testing-kit benchmark (`--quick` only), each in its own
  * process so none disturbs another's heap; the cache benchmark runs under
  * `--expose-gc` (it measures heap after a forced GC). Last, the chart is
  * drawn from the results.
@@ -19,6 +19,7 @@ function main(): void {
     [join('migration-guard', 'run.js'), [], quickOnly],
     [join('http', 'run.js'), [], quickOnly],
     [join('cache', 'run.js'), ['--expose-gc'], quickOnly],
+    [join('testing', 'run.js'), [], quickOnly],
     ['chart.js', [], quickOnly],
   ];
   for (const [script, nodeFlags, scriptArgs] of parts) {

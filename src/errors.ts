@@ -56,7 +56,12 @@ export type TenancyErrorCode =
   | 'TENANT_DOMAIN_TAKEN'
   | 'TENANT_DOMAIN_NOT_FOUND'
   | 'EMBEDDED_POSTGRES_MISSING'
-  | 'TEST_TENANCY_NOT_READY';
+  | 'TEST_TENANCY_NOT_READY'
+  | 'TENANT_LIFECYCLE_HOOK_FAILED'
+  | 'JOB_TENANT_MISSING'
+  | 'JOB_TENANT_CHANGED'
+  | 'INVALID_FILE_KEY'
+  | 'TENANT_FILE_NOT_FOUND';
 
 /**
  * A tenant-scoped operation ran with no active tenant (outside `manager.run()`).
@@ -471,6 +476,88 @@ export class TenantDroppedError extends TenancyError {
   }
 }
 
+/**
+ * A plugin of `manager.use()` failed in one of its lifecycle hooks: `plugin`,
+ * `step` and `slug` say which, `cause` holds its error. A tenant being dropped
+ * stays `dropping` (`dropTenant()` again resumes, calling the hook again); an
+ * archive or restore has committed, and `archiveTenant()` again retries the
+ * archive hooks.
+ */
+export class TenantLifecycleHookError extends TenancyError {
+  override readonly name = 'TenantLifecycleHookError';
+  readonly code = 'TENANT_LIFECYCLE_HOOK_FAILED';
+  readonly statusCode = 500;
+
+  constructor(
+    readonly plugin: string,
+    readonly step: 'onDropping' | 'onArchived' | 'onRestored',
+    readonly slug: string,
+    cause: unknown,
+  ) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    const next =
+      step === 'onDropping'
+        ? `The tenant stays "dropping" (not served); call dropTenant("${slug}") again to resume once the cause is fixed.`
+        : step === 'onArchived'
+          ? `The tenant is archived; call archiveTenant("${slug}") again to retry the plugins' archive hooks.`
+          : 'The tenant is restored and served; repair what the plugin keeps for it by hand.';
+    super(`Plugin "${plugin}" failed in ${step} for tenant "${slug}": ${reason}. ${next}`, { cause });
+  }
+}
+
+/**
+ * A job of `typeorm-tenants/bullmq` reached a tenant worker without a valid
+ * tenant record in its data (`data.__tenant`): enqueued outside
+ * `tenantQueue()`/`tenantJobData()`, or its data replaced without the field.
+ * Such a job never runs (fail closed), and it is not retried: the worker
+ * fails it with BullMQ's `UnrecoverableError`, whose `cause` is this error.
+ */
+export class JobTenantMissingError extends TenancyError {
+  override readonly name = 'JobTenantMissingError';
+  readonly code = 'JOB_TENANT_MISSING';
+  readonly statusCode = 500;
+
+  constructor(
+    /** `queue "<name>" job "<id>" (<job name>)`. */
+    readonly job: string,
+    readonly reason: string,
+  ) {
+    super(
+      `The ${job} has no tenant to run in: ${reason}. A job runs only in the tenant it was enqueued in: ` +
+        'enqueue it inside manager.run() through tenantQueue(queue).add() (or with tenantJobData(data)), ' +
+        'or mark it tenant-free ({ tenantFree: true }, or tenantFreeJobData(data)). It is not retried.',
+    );
+  }
+}
+
+/**
+ * A job of `typeorm-tenants/bullmq` was enqueued in a tenant that has since
+ * been dropped and created again under the same slug: the tenant it names is
+ * another tenant now (its incarnation differs), so the job is refused rather
+ * than run in the new tenant's data. It is not retried (BullMQ's
+ * `UnrecoverableError`, whose `cause` is this error).
+ */
+export class JobTenantChangedError extends TenancyError {
+  override readonly name = 'JobTenantChangedError';
+  readonly code = 'JOB_TENANT_CHANGED';
+  readonly statusCode = 410;
+
+  constructor(
+    readonly job: string,
+    readonly slug: string,
+    /** The incarnation the job was enqueued in. */
+    readonly enqueuedIncarnation: string,
+    /** The incarnation of the tenant that has the slug now. */
+    readonly currentIncarnation: string,
+  ) {
+    super(
+      `The ${job} was enqueued in tenant "${slug}" (incarnation ${enqueuedIncarnation}), which was dropped; ` +
+        `"${slug}" is now another tenant (incarnation ${currentIncarnation}), so the job is refused and not retried. ` +
+        'Enqueue it again inside a run of the new tenant if it belongs there.',
+    );
+  }
+}
+
 /** An entity loaded in one tenant was used to reach data in another tenant's run (a lazy relation). */
 export class CrossTenantAccessError extends TenancyError {
   override readonly name = 'CrossTenantAccessError';
@@ -588,7 +675,42 @@ export class TestTenancyNotReadyError extends TenancyError {
   readonly statusCode = 500;
 
   constructor(what: string, when: string) {
-    super(`${what} is not available here: ${when}. Read it inside a test or a hook that runs after useTestTenancy's (register useTestTenancy first).`);
+    super(`${what} is not available here: ${when}.`);
+  }
+}
+
+/**
+ * A file key given to `tenantFiles` (`typeorm-tenants/storage`) breaks the
+ * key rule (`FILE_KEY_RULE`: `..` or `.` segments, an absolute path, a
+ * backslash, NUL or another control character, a percent-encoded sequence,
+ * a slash look-alike, an empty segment, too long), or its path on disk passes
+ * through a symbolic link under the tenant's root. Nothing was read or
+ * written. `reason` says which rule.
+ */
+export class InvalidFileKeyError extends TenancyError {
+  override readonly name = 'InvalidFileKeyError';
+  readonly code = 'INVALID_FILE_KEY';
+  readonly statusCode = 400;
+
+  constructor(
+    readonly value: unknown,
+    readonly reason: string,
+  ) {
+    super(`Invalid file key ${describeValue(value)}: ${reason}`);
+  }
+}
+
+/** `tenantFiles.get()` or `stream()` of a key the active tenant has no file under. */
+export class TenantFileNotFoundError extends TenancyError {
+  override readonly name = 'TenantFileNotFoundError';
+  readonly code = 'TENANT_FILE_NOT_FOUND';
+  readonly statusCode = 404;
+
+  constructor(
+    readonly key: string,
+    options?: { readonly cause?: unknown },
+  ) {
+    super(`The tenant has no file with key ${JSON.stringify(key)}. Check the key (tenantFiles.list() shows the keys), or put() the file first.`, options);
   }
 }
 

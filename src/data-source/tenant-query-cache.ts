@@ -3,6 +3,7 @@ import type { QueryResultCache } from 'typeorm/cache/QueryResultCache';
 import type { QueryResultCacheOptions } from 'typeorm/cache/QueryResultCacheOptions';
 import { RedisQueryResultCache } from 'typeorm/cache/RedisQueryResultCache';
 import { TenancyConfigurationError } from '../errors';
+import { tenantIncarnation } from '../lifecycle/lifecycle-plugins';
 
 /** TypeORM's `cache` option in its object form. */
 export type QueryCacheOptions = Extract<NonNullable<DataSourceOptions['cache']>, object>;
@@ -42,7 +43,7 @@ export function validateQueryCacheOption(cache: DataSourceOptions['cache']): Que
  * staging copy of production, need a `keyPrefix` of their own.
  */
 export function tenantCachePrefix(database: string, schemaName: string, createdAt: Date): string {
-  return `typeorm-tenants:${database}:tenant:${schemaName}:${createdAt.getTime().toString(36)}:`;
+  return `typeorm-tenants:${database}:tenant:${schemaName}:${tenantIncarnation({ createdAt })}:`;
 }
 
 /** The prefix of the shared DataSource's entries: the database and the shared schema. */

@@ -60,7 +60,8 @@ export function tenantMiddleware(manager: TenantDataSourceManager, options: Tena
       },
       proceed: () => next(),
       refuse: (error) => sendTenancyError(res, error),
-    }).catch(next);
+      fail: next,
+    });
   };
   return Object.assign(middleware, { resolver, close: () => resolver.close() });
 }

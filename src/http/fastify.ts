@@ -55,7 +55,8 @@ const plugin: FastifyPluginCallback<TenancyPluginOptions> = (fastify: FastifyIns
       },
       proceed: () => next(),
       refuse: (error) => sendError(reply, error),
-    }).catch((error: Error) => next(error));
+      fail: (error) => next(error as Error),
+    });
   });
   done();
 };

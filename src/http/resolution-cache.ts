@@ -47,6 +47,8 @@ export class ResolutionCache {
   readonly #options: Readonly<Required<ResolutionCacheOptions>>;
   readonly #lookup: (slug: string) => Promise<TenantRecord | undefined>;
   readonly #records = new Map<string, { readonly record: TenantRecord; readonly expiresAt: number }>();
+  /** The slug last in `#records`' order (the most recently used). */
+  #newest: string | undefined;
   readonly #unknown = new Map<string, number>();
   readonly #pending = new Map<string, Promise<TenantRecord | undefined>>();
   /** Bumped by every invalidation, so a lookup that raced one does not store its stale answer. */
@@ -68,18 +70,10 @@ export class ResolutionCache {
 
   /** The tenant record of `slug` (any status), or `undefined` when no such tenant exists. */
   get(slug: string): Promise<TenantRecord | undefined> {
+    const hit = this.peek(slug);
+    if (hit !== undefined) return Promise.resolve(hit);
+    this.#records.delete(slug); // absent, or expired
     const now = Date.now();
-    const cached = this.#records.get(slug);
-    if (cached !== undefined) {
-      if (cached.expiresAt > now) {
-        this.#hits += 1;
-        // Re-insert: Map order is the recency order the bound evicts by.
-        this.#records.delete(slug);
-        this.#records.set(slug, cached);
-        return Promise.resolve(cached.record);
-      }
-      this.#records.delete(slug);
-    }
     const unknownUntil = this.#unknown.get(slug);
     if (unknownUntil !== undefined) {
       if (unknownUntil > now) {
@@ -101,6 +95,25 @@ export class ResolutionCache {
       this.#pending.set(slug, pending);
     }
     return pending;
+  }
+
+  /**
+   * The cached, unexpired record of `slug` (counted as a hit), without a
+   * promise; `undefined` when there is none, or the slug is known to be
+   * unknown: then ask `get()`.
+   */
+  peek(slug: string): TenantRecord | undefined {
+    const cached = this.#records.get(slug);
+    if (cached === undefined || cached.expiresAt <= Date.now()) return undefined;
+    this.#hits += 1;
+    // Map order is the recency order the bound evicts by: a hit moves its
+    // entry to the end, unless it is there already (a hot tenant).
+    if (slug !== this.#newest) {
+      this.#records.delete(slug);
+      this.#records.set(slug, cached);
+      this.#newest = slug;
+    }
+    return cached.record;
   }
 
   /** Forgets `slug`, known or unknown, at once. */
@@ -131,7 +144,9 @@ export class ResolutionCache {
     const now = Date.now();
     if (record !== undefined) {
       if (this.#options.maxEntries === 0 || this.#options.ttlMs === 0) return;
+      this.#records.delete(slug);
       this.#records.set(slug, { record, expiresAt: now + this.#options.ttlMs });
+      this.#newest = slug;
       while (this.#records.size > this.#options.maxEntries) this.#records.delete(this.#records.keys().next().value!);
     } else {
       if (this.#options.maxNegativeEntries === 0 || this.#options.negativeTtlMs === 0) return;

@@ -1,4 +1,3 @@
-import { AsyncResource } from 'node:async_hooks';
 import type { EventEmitter } from 'node:events';
 import {
   InvalidTenantNameError,
@@ -13,6 +12,7 @@ import type { TenantEventName } from '../manager/tenant-events';
 import { validateTenantSlug } from '../naming/tenant-slug';
 import type { TenantRecord } from '../registry/tenant-record';
 import { TenantForbiddenError, TenantRequiredError } from './http-errors';
+import { bindRequestToContext } from './emitter-binding';
 import { ResolutionCache, type ResolutionCacheOptions } from './resolution-cache';
 import { PATH_REWRITE, RESOLVER_LABEL, type PathRewritingResolver, type ResolvedSlug, type TenantResolver } from './tenant-resolvers';
 
@@ -51,6 +51,13 @@ export type TenantResolution =
   | { readonly kind: 'none' }
   /** Answer `error.statusCode` with `tenancyErrorBody(error)`. */
   | { readonly kind: 'refused'; readonly error: TenancyError };
+
+export { bindEmittersToContext } from './emitter-binding';
+
+/** The HTTP layer checks slugs against the default shared schema (the manager checks its own again). */
+const HTTP_RESERVED_NAMES = Object.freeze({ sharedSchema: DEFAULT_SHARED_SCHEMA });
+
+const NO_TENANT: TenantResolution = Object.freeze({ kind: 'none' });
 
 const INVALIDATING_EVENTS: readonly TenantEventName[] = ['created', 'suspended', 'resumed', 'archived', 'restored', 'dropped'];
 
@@ -97,54 +104,83 @@ export class TenantRequestResolver<Req extends object = any> {
   }
 
   /** Resolves `req` to a tenant, "no tenant", or a refusal. Errors other than `TenancyError`s reject. */
-  async resolve(req: Req): Promise<TenantResolution> {
-    let slug: unknown;
-    let matched: TenantResolver<Req> | undefined;
-    for (const resolver of this.#resolvers) {
-      const answer: ResolvedSlug | Promise<ResolvedSlug> = resolver(req);
-      const value = answer instanceof Promise ? await answer : answer;
-      if (value !== undefined && value !== null && value !== '') {
-        slug = value;
-        matched = resolver;
-        break;
+  resolve(req: Req): Promise<TenantResolution> {
+    try {
+      return Promise.resolve(this.resolveNow(req));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * `resolve()` without a promise when nothing on the way needs one (the
+   * resolvers answer at once, the tenant's record is cached, `authorize`, if
+   * any, answers at once): the hot path of the adapters, where each promise
+   * costs a round of async hooks under `AsyncLocalStorage`. Otherwise the
+   * promise `resolve()` would give. Errors other than `TenancyError`s are
+   * thrown or reject.
+   */
+  resolveNow(req: Req): TenantResolution | Promise<TenantResolution> {
+    return this.#resolveFrom(req, 0);
+  }
+
+  #resolveFrom(req: Req, first: number): TenantResolution | Promise<TenantResolution> {
+    const resolvers = this.#resolvers;
+    for (let i = first; i < resolvers.length; i += 1) {
+      const answer: ResolvedSlug | Promise<ResolvedSlug> = resolvers[i]!(req);
+      if (answer instanceof Promise) {
+        return answer.then((value) => (names(value) ? this.#lookUp(req, value, resolvers[i]!) : this.#resolveFrom(req, i + 1)));
       }
+      if (names(answer)) return this.#lookUp(req, answer, resolvers[i]!);
     }
-    if (matched === undefined) {
-      if (!this.#required) return { kind: 'none' };
-      return refuse(new TenantRequiredError(this.#resolvers.map((r, i) => (r as { [RESOLVER_LABEL]?: string })[RESOLVER_LABEL] ?? `resolver #${i + 1}`)));
-    }
+    if (!this.#required) return NO_TENANT;
+    return refuse(new TenantRequiredError(resolvers.map((r, i) => (r as { [RESOLVER_LABEL]?: string })[RESOLVER_LABEL] ?? `resolver #${i + 1}`)));
+  }
+
+  #lookUp(req: Req, slug: unknown, matched: TenantResolver<Req>): TenantResolution | Promise<TenantResolution> {
+    // A cached record was looked up under a slug that passed the rule: a hit
+    // needs no second check.
+    const cached = typeof slug === 'string' ? this.cache.peek(slug) : undefined;
+    if (cached !== undefined) return this.#admit(req, cached, matched);
     try {
       // The slug rule first: a bad name never reaches the cache or the database.
-      validateTenantSlug(slug, { sharedSchema: DEFAULT_SHARED_SCHEMA });
+      validateTenantSlug(slug, HTTP_RESERVED_NAMES);
     } catch (error) {
       if (error instanceof InvalidTenantNameError) return refuse(error);
       throw error;
     }
     const name = slug as string;
-    let tenant: TenantRecord | undefined;
+    return this.cache.get(name).then(
+      (tenant) => (tenant === undefined ? refuse(new TenantNotFoundError(name)) : this.#admit(req, tenant, matched)),
+      (error: unknown) => {
+        if (error instanceof TenancyError) return refuse(error);
+        throw error;
+      },
+    );
+  }
+
+  #admit(req: Req, tenant: TenantRecord, matched: TenantResolver<Req>): TenantResolution | Promise<TenantResolution> {
+    if (tenant.status !== 'active') {
+      return refuse(tenant.status === 'suspended' ? new TenantSuspendedError(tenant.slug) : new TenantNotActiveError(tenant.slug, tenant.status));
+    }
+    if (this.#authorize === undefined) return admitted(req, tenant, matched);
+    let allowed: unknown;
     try {
-      tenant = await this.cache.get(name);
+      allowed = this.#authorize(req, tenant);
     } catch (error) {
       if (error instanceof TenancyError) return refuse(error);
       throw error;
     }
-    if (tenant === undefined) return refuse(new TenantNotFoundError(name));
-    if (tenant.status !== 'active') {
-      return refuse(tenant.status === 'suspended' ? new TenantSuspendedError(name) : new TenantNotActiveError(name, tenant.status));
+    if (typeof (allowed as PromiseLike<unknown> | undefined)?.then !== 'function') {
+      return allowed === true ? admitted(req, tenant, matched) : refuse(new TenantForbiddenError(tenant.slug));
     }
-    if (this.#authorize !== undefined) {
-      let allowed: unknown;
-      try {
-        allowed = await this.#authorize(req, tenant);
-      } catch (error) {
+    return Promise.resolve(allowed).then(
+      (answer) => (answer === true ? admitted(req, tenant, matched) : refuse(new TenantForbiddenError(tenant.slug))),
+      (error: unknown) => {
         if (error instanceof TenancyError) return refuse(error);
         throw error;
-      }
-      if (allowed !== true) return refuse(new TenantForbiddenError(name));
-    }
-    const rewrite = (matched as Partial<PathRewritingResolver>)[PATH_REWRITE];
-    const url = rewrite === undefined ? undefined : rewrite((req as { url?: string }).url ?? '');
-    return { kind: 'tenant', tenant, url };
+      },
+    );
   }
 
   /**
@@ -155,21 +191,23 @@ export class TenantRequestResolver<Req extends object = any> {
    * cached; the cache entry is dropped too), else to `undefined` once the run
    * has ended.
    */
-  async enter(slug: string, start: (release: () => void) => void): Promise<TenancyError | undefined> {
+  enter(slug: string, start: (release: () => void) => void): Promise<TenancyError | undefined> {
     let started = false;
-    try {
-      await this.#manager.run(slug, () =>
+    return this.#manager
+      .run(slug, () =>
         new Promise<void>((release) => {
           started = true;
-          start(() => release());
+          start(release);
         }),
+      )
+      .then(
+        () => undefined,
+        (error: unknown) => {
+          if (started || !(error instanceof TenancyError)) throw error;
+          if (error instanceof TenantNotFoundError || error instanceof TenantNotActiveError) this.cache.invalidate(slug);
+          return error;
+        },
       );
-      return undefined;
-    } catch (error) {
-      if (started || !(error instanceof TenancyError)) throw error;
-      if (error instanceof TenantNotFoundError || error instanceof TenantNotActiveError) this.cache.invalidate(slug);
-      return error;
-    }
   }
 
   /** Stops following the manager's lifecycle events. Safe to call twice. */
@@ -189,58 +227,64 @@ export interface RequestHandling {
   proceed(): void;
   /** Answers the refusal. */
   refuse(error: TenancyError): void;
+  /** Hands an error that is not a `TenancyError` to the framework's error handling. */
+  fail(error: unknown): void;
 }
 
 /**
  * The one request flow every adapter shares: resolve the tenant, answer a
  * refusal, or run the rest of the request inside the tenant, holding its
- * DataSource until the response has closed. Rejects only with errors that
- * are not `TenancyError`s, for the framework's error handling.
+ * DataSource until the response has closed. Errors that are not
+ * `TenancyError`s go to `handling.fail`. With the tenant's record cached
+ * and resolvers that answer at once, the rest of the request starts before
+ * this returns, with three promises in all (the run's).
  */
-export async function serveRequest<Req extends object>(resolver: TenantRequestResolver<Req>, req: Req, handling: RequestHandling): Promise<void> {
-  const outcome = await resolver.resolve(req);
+export function serveRequest<Req extends object>(resolver: TenantRequestResolver<Req>, req: Req, handling: RequestHandling): void {
+  let outcome: TenantResolution | Promise<TenantResolution>;
+  try {
+    outcome = resolver.resolveNow(req);
+  } catch (error) {
+    handling.fail(error);
+    return;
+  }
+  if (outcome instanceof Promise) {
+    outcome.then((settled) => act(resolver, settled, handling), handling.fail);
+    return;
+  }
+  act(resolver, outcome, handling);
+}
+
+function act<Req extends object>(resolver: TenantRequestResolver<Req>, outcome: TenantResolution, handling: RequestHandling): void {
   switch (outcome.kind) {
     case 'none':
-      handling.proceed();
+      proceedOrFail(handling);
       return;
     case 'refused':
       handling.refuse(outcome.error);
       return;
-    case 'tenant': {
-      const refusal = await resolver.enter(outcome.tenant.slug, (release) => {
-        releaseWhenClosed(handling.response, release);
-        // The body is read from socket events, in the socket's context:
-        // bound emitters bring the handler back into the tenant's.
-        bindEmittersToContext(handling.request, handling.response);
-        handling.attach(outcome.tenant, outcome.url);
-        handling.proceed();
-      });
-      if (refusal !== undefined) handling.refuse(refusal);
+    case 'tenant':
+      resolver
+        .enter(outcome.tenant.slug, (release) => {
+          // The body is read from socket events, in the socket's context:
+          // bound emitters bring the handler back into the tenant's.
+          bindRequestToContext(handling.request, handling.response, release);
+          handling.attach(outcome.tenant, outcome.url);
+          handling.proceed();
+        })
+        .then((refusal) => {
+          if (refusal !== undefined) handling.refuse(refusal);
+        }, handling.fail);
       return;
-    }
     default:
       throw new Error(`Unexpected resolution "${(outcome satisfies never as { kind: string }).kind}"`);
   }
 }
 
-/**
- * Makes every listener of the `emitters` run in the async context active now.
- * Node emits a request's `data`/`end` and a response's `finish`/`close` from
- * the socket's context, not from the context of whoever listens, so a body
- * parser that calls `next()` from `end` (Express's `express.json()`,
- * Fastify's content-type parsers) would otherwise continue the request
- * outside its tenant.
- */
-export function bindEmittersToContext(...emitters: EventEmitter[]): void {
-  // One resource for the request's emitters, and a plain wrapper rather than
-  // AsyncResource.bind, which defines deprecated accessors on every call (a
-  // measurable share of the per-request cost).
-  const resource = new AsyncResource('typeorm-tenants.request');
-  for (const emitter of emitters) {
-    const emit = emitter.emit;
-    emitter.emit = function emitInTenantContext(this: EventEmitter, ...args: Parameters<EventEmitter['emit']>): boolean {
-      return resource.runInAsyncScope(emit, this, ...args);
-    };
+function proceedOrFail(handling: RequestHandling): void {
+  try {
+    handling.proceed();
+  } catch (error) {
+    handling.fail(error);
   }
 }
 
@@ -251,6 +295,15 @@ export function releaseWhenClosed(response: EventEmitter & { readonly closed?: b
     return;
   }
   response.once('close', release);
+}
+
+function names(answer: ResolvedSlug): boolean {
+  return answer !== undefined && answer !== null && answer !== '';
+}
+
+function admitted<Req>(req: Req, tenant: TenantRecord, matched: TenantResolver<Req>): TenantResolution {
+  const rewrite = (matched as Partial<PathRewritingResolver>)[PATH_REWRITE];
+  return { kind: 'tenant', tenant, url: rewrite === undefined ? undefined : rewrite((req as { url?: string }).url ?? '') };
 }
 
 function refuse(error: TenancyError): TenantResolution {

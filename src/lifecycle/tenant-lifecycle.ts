@@ -1,6 +1,7 @@
 import type { DataSource, QueryRunner } from 'typeorm';
 import { InvalidTenantStateError, TenantNotFoundError, sqlStateOf } from '../errors';
 import type { TenantEvents } from '../manager/tenant-events';
+import { lifecycleTenant, type LifecyclePlugins } from './lifecycle-plugins';
 import { archiveSchemaName } from '../naming/derived-schema-name';
 import { quoteIdent } from '../naming/quote-ident';
 import type { TenantDomains } from '../registry/tenant-domains';
@@ -20,6 +21,8 @@ export interface LifecycleAccess {
   /** The domains registry: a dropped tenant's hostnames are freed with it. */
   readonly domains: TenantDomains;
   readonly events: TenantEvents;
+  /** The plugins of `manager.use()`, for the tenant's data kept outside PostgreSQL. */
+  readonly plugins: LifecyclePlugins;
   /** Relations dropped per transaction when dropping a tenant. */
   readonly dropBatchSize: number;
   inLockedTransaction<T>(dataSource: DataSource, lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T>;
@@ -67,8 +70,8 @@ export class TenantLifecycle {
     return this.#transition(slug, schemaName, 'resumeTenant()', ['suspended'], 'active', 'resumed', 'Only a suspended tenant can be resumed; an archived one is restored with restoreTenant().');
   }
 
-  archive(slug: string, schemaName: string): Promise<TenantRecord> {
-    return this.#transition(
+  async archive(slug: string, schemaName: string): Promise<TenantRecord> {
+    const archived = await this.#transition(
       slug,
       schemaName,
       'archiveTenant()',
@@ -78,6 +81,9 @@ export class TenantLifecycle {
       'Only an active or suspended tenant can be archived.',
       (runner) => runner.query(`ALTER SCHEMA ${quoteIdent(schemaName)} RENAME TO ${quoteIdent(archiveSchemaName(schemaName))}`),
     );
+    // Also on a tenant that was archived already: the way to retry a hook that failed.
+    await this.#access.plugins.call('onArchived', lifecycleTenant(archived));
+    return archived;
   }
 
   async restore(slug: string, schemaName: string): Promise<TenantRecord> {
@@ -85,8 +91,9 @@ export class TenantLifecycle {
     // resolves table names with the runner's DataSource), so the whole
     // restore runs on one.
     const dataSource = await this.#access.buildTenantDataSource(schemaName);
+    let restored: TenantRecord;
     try {
-      return await this.#transition(
+      restored = await this.#transition(
         slug,
         schemaName,
         'restoreTenant()',
@@ -103,26 +110,32 @@ export class TenantLifecycle {
     } finally {
       await dataSource.destroy();
     }
+    await this.#access.plugins.call('onRestored', lifecycleTenant(restored));
+    return restored;
   }
 
   /**
    * Drops the tenant in three steps, each its own transaction: mark it
    * `dropping` (not served from then on), drop its relations a batch at a
    * time, then drop the schema and the registry row together. A crash in
-   * between leaves it `dropping`; calling `drop` again completes it.
+   * between leaves it `dropping`; calling `drop` again completes it. The
+   * plugins' `onDropping` hooks run once it is `dropping`, before its
+   * relations go (so a hook that fails leaves the data in place).
    */
   async drop(slug: string, schemaName: string, options: DropTenantOptions): Promise<void> {
     const access = this.#access;
     const lock = `schema:${schemaName}`;
-    await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
+    const dropping = await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
       const tenant = await access.registry.find(runner, slug);
       if (tenant === undefined) throw new TenantNotFoundError(slug);
       if (tenant.status === 'active' && options.force !== true) {
         throw new InvalidTenantStateError(slug, 'active', 'dropTenant()', `Suspend or archive it first, or call dropTenant("${slug}", { force: true }).`);
       }
       if (tenant.status !== 'dropping') await access.registry.setStatus(runner, slug, 'dropping');
+      return tenant;
     });
     access.evict(slug);
+    await access.plugins.call('onDropping', lifecycleTenant(dropping));
 
     const schemas = [schemaName, archiveSchemaName(schemaName)];
     for (;;) {

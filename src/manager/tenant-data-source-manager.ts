@@ -48,6 +48,7 @@ import type { FleetReport, FleetRunOptions, FleetTenantResult } from '../migrati
 import { FleetMigrator, type FleetMigrationOptions, type TenantMigrationStatus } from '../migration/fleet-migrator';
 import { MigrationLedger } from '../migration/migration-ledger';
 import { TenantLifecycle, type DropTenantOptions } from '../lifecycle/tenant-lifecycle';
+import { LifecyclePlugins, type TenantLifecyclePlugin } from '../lifecycle/lifecycle-plugins';
 import { WarmPool, type WarmPoolOptions } from '../provisioning/warm-pool';
 import { dropTenantRole, grantTenantRole } from '../isolation/tenant-role';
 import { tenantRoleName } from '../naming/derived-schema-name';
@@ -220,6 +221,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #lifecycle: TenantLifecycle | undefined;
   #warmPool: WarmPool | undefined;
   readonly #events: TenantEvents;
+  readonly #plugins = new LifecyclePlugins();
   /** Where the library's own messages go: the `logger` option, else process warnings. */
   readonly #log: LibraryLog;
   #driverFacts: DriverFacts | undefined;
@@ -441,6 +443,22 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    */
   on<E extends TenantEventName>(event: E, listener: (payload: TenantEventMap[E]) => void): () => void {
     return this.#events.on(event, listener);
+  }
+
+  /**
+   * Adds a lifecycle plugin: hooks that keep the tenant's data outside
+   * PostgreSQL (files, cache keys) in step with its life. `onDropping` runs
+   * while the tenant is `dropping`, before its tables go (again when a failed
+   * `dropTenant()` is resumed); `onArchived` after `archiveTenant()` commits
+   * (again when it is called on an archived tenant); `onRestored` after
+   * `restoreTenant()` commits. A hook that throws makes that call reject with
+   * `TenantLifecycleHookError`. May be called before `initialize()`. Returns
+   * a function that removes the plugin.
+   *
+   * @throws InvalidArgumentError for a plugin without a name, a hook that is not a function, or a name in use.
+   */
+  use(plugin: TenantLifecyclePlugin): () => void {
+    return this.#plugins.add(plugin);
   }
 
   /**
@@ -950,6 +968,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       registry: this.#registry,
       domains: this.#domains,
       events: this.#events,
+      plugins: this.#plugins,
       dropBatchSize: options.dropBatchSize,
       inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
       evict: (slug) => this.#cache.evict(slug),
