@@ -28,6 +28,8 @@ export interface BenchConfig {
 export type Workload = 'find' | 'insert';
 
 export const ALL_CONTENDERS = ['A', 'B1', 'R1', 'B100', 'S100', 'C1', 'C100', 'D', 'E', 'M1', 'M100'] as const;
+/** Run only when named in --contenders: B1 with sqlComment on (B1c), B1 with typeorm-tenants/metrics on (B1m). */
+export const OPTIONAL_CONTENDERS = ['B1c', 'B1m'] as const;
 
 /** Old contender names still accepted by --contenders. */
 const CONTENDER_ALIASES: Readonly<Record<string, string>> = { C: 'C100' };
@@ -75,7 +77,7 @@ export function parseArgs(argv: readonly string[]): BenchConfig {
   // Concurrency above 1 gets more ops per round: it runs more ops per second.
   const opsAt = (c: number): number => (c === 1 ? ops1 : Math.round(ops1 * (quick ? 2 : 4 / 3)));
   const contenders = list('contenders', ALL_CONTENDERS).map((c) => CONTENDER_ALIASES[c] ?? c);
-  for (const c of contenders) if (!(ALL_CONTENDERS as readonly string[]).includes(c)) throw new Error(`Unknown contender "${c}".`);
+  for (const c of contenders) if (![...ALL_CONTENDERS, ...OPTIONAL_CONTENDERS].includes(c as never)) throw new Error(`Unknown contender "${c}".`);
   if (!contenders.includes('A')) contenders.unshift('A');
   const workloads = list('workloads', ['find', 'insert']);
   for (const w of workloads) if (w !== 'find' && w !== 'insert') throw new Error(`Unknown workload "${w}".`);
@@ -90,7 +92,7 @@ export function parseArgs(argv: readonly string[]): BenchConfig {
     poolSizePerTenantE: 2,
     concurrencies,
     workloads: workloads as Workload[],
-    contenders: ALL_CONTENDERS.filter((c) => contenders.includes(c)),
+    contenders: [...ALL_CONTENDERS, ...OPTIONAL_CONTENDERS].filter((c) => contenders.includes(c)),
     rounds: int('rounds', quick ? 2 : 15),
     opsPerRound: Object.fromEntries(concurrencies.map((c) => [c, opsAt(c)])),
     warmupOps: Object.fromEntries(concurrencies.map((c) => [c, Math.max(20, Math.round(opsAt(c) / 2))])),

@@ -8,6 +8,11 @@ import { sharedMigrations, tenantMigrations } from '../migrations';
 import { TenantDataSourceManager, fromHeader, tenantContext } from '../src';
 import { tenancyErrorHandler, tenantMiddleware } from '../src/http/express';
 import { startScratchDatabase, type ScratchDatabase } from '../support/database';
+import { mountCache, type ServiceCache } from './service-cache';
+import { mountFiles, type ServiceFiles } from './service-files';
+import { mountJobs, type ServiceJobs } from './service-jobs';
+import { Registry } from 'prom-client';
+import { tenantMetrics } from '../src/observability/metrics';
 
 /** Where `startService()` serves, and how to stop it. */
 export interface StartServiceOptions {
@@ -17,6 +22,20 @@ export interface StartServiceOptions {
   readonly port?: number;
   /** Interface to listen on; default 127.0.0.1. */
   readonly host?: string;
+  /** Redis for background jobs (`POST /jobs/client-count`, `GET /jobs/:id`); default REDIS_URL. Without it the service has no jobs and needs no Redis. */
+  readonly redisUrl?: string;
+  /** BullMQ key prefix of the jobs; default `typeorm-tenants-example`. */
+  readonly jobsPrefix?: string;
+  /** Key prefix of the tenant cache (`GET /clients/count`, with REDIS_URL); default the cache's own. */
+  readonly cachePrefix?: string;
+  /** Folder of the tenants' files (`PUT/GET /files/<key>`, `GET /files`); default FILES_ROOT, else a new temp folder removed on close. */
+  readonly filesRoot?: string;
+  /**
+   * Only the tenancy core: no jobs, cache, files or metrics. The HTTP
+   * benchmark measures the service this way, so that its route stays free
+   * of them. Default false.
+   */
+  readonly coreOnly?: boolean;
 }
 
 export interface RunningService {
@@ -51,6 +70,10 @@ export async function startService(options: StartServiceOptions = {}): Promise<R
     throw error;
   }
 
+  const extras = options.coreOnly !== true;
+  // Prometheus metrics of the manager (stats gauges, run/createTenant/dropTenant counters and latencies), tenant-free.
+  const metrics = extras ? tenantMetrics(tenants, { registry: new Registry() }) : undefined;
+
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json());
@@ -59,6 +82,11 @@ export async function startService(options: StartServiceOptions = {}): Promise<R
   app.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  if (metrics !== undefined) {
+    app.get('/metrics', async (_req, res) => {
+      res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    });
+  }
   app.post('/tenants', async (req, res) => {
     const { slug, name } = (req.body ?? {}) as { slug?: unknown; name?: unknown };
     const tenant = await tenants.createTenant(slug as string, { name: typeof name === 'string' ? name : undefined });
@@ -67,6 +95,14 @@ export async function startService(options: StartServiceOptions = {}): Promise<R
 
   const tenancy = tenantMiddleware(tenants, { resolve: fromHeader() });
   app.use(tenancy);
+
+  // Jobs and the cache need Redis: only with REDIS_URL (or redisUrl), so the service stays zero-setup.
+  const redisUrl = options.redisUrl ?? process.env.REDIS_URL;
+  const withRedis = extras && redisUrl !== undefined && redisUrl !== '';
+  const jobs: ServiceJobs | undefined = withRedis ? mountJobs(app, tenants, redisUrl, options.jobsPrefix) : undefined;
+  const cache: ServiceCache | undefined = withRedis ? mountCache(app, tenants, redisUrl, options.cachePrefix) : undefined;
+  const filesRoot = options.filesRoot ?? (process.env.FILES_ROOT || undefined);
+  const files: ServiceFiles | undefined = extras ? mountFiles(app, tenants, filesRoot) : undefined;
 
   app.get('/clients', async (_req, res) => {
     const clients = await tenantContext.getRepository(Client).find({ order: { id: 'ASC' } });
@@ -126,6 +162,10 @@ export async function startService(options: StartServiceOptions = {}): Promise<R
           server.closeIdleConnections();
         });
         tenancy.close();
+        await jobs?.close();
+        await cache?.close();
+        files?.close();
+        metrics?.close();
         await tenants.destroy();
         await database?.stop();
       })();

@@ -80,6 +80,12 @@ export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
 export type { MigrationGuardMode } from './migration/migration-guard';
 export { tenantSchemaOf } from './migration/migration-schema';
 export type { TenantEventMap, TenantEventName } from './manager/tenant-events';
+export { TENANT_CHANNELS, TENANT_EVENT_NAMES, TENANT_RUN_END, TENANT_RUN_START, tenantEventChannel } from './observability/channels';
+export type { TenantEventMessage, TenantMigrationMessage, TenantOperationMessage, TenantRunMessage } from './observability/channels';
+export { sqlCommentOf } from './observability/sql-comment';
+export { tenantLogger } from './observability/tenant-logger';
+export type { ChildLogger, FunctionLogger, TenantLogBindings } from './observability/tenant-logger';
+export { TENANT_SCHEMA_ATTRIBUTE, TENANT_SLUG_ATTRIBUTE } from './observability/tracing';
 export { fromDomain, fromHeader, fromPath, fromSubdomain, DEFAULT_TENANT_HEADER } from './http/tenant-resolvers';
 export type {
   DomainResolver,

@@ -169,7 +169,7 @@ async function fastifyPlain(withAls: boolean): Promise<{ port: number; close: ()
 }
 
 async function expressTenancy(): Promise<{ port: number; close: () => Promise<void> }> {
-  const service = await startService({ databaseUrl });
+  const service = await startService({ databaseUrl, coreOnly: true });
   return { port: service.port, close: () => service.close() };
 }
 

@@ -8,6 +8,8 @@ import type { Workload } from '../config';
 import type { Operation } from '../measure';
 import { inParallel, type RoutingFixture } from './fixture';
 import { openMikroOrm } from './mikro-orm';
+import { Registry } from 'prom-client';
+import { tenantMetrics } from '../../src/observability/metrics';
 
 /**
  * The ways of routing a query to a tenant that the routing benchmark
@@ -59,6 +61,8 @@ export interface ContenderSettings {
 export const CONTENDER_LABELS: Readonly<Record<string, string>> = {
   A: 'plain TypeORM (baseline)',
   B1: 'typeorm-tenants, 1 tenant',
+  B1c: 'typeorm-tenants, 1 tenant, sqlComment: true',
+  B1m: 'typeorm-tenants, 1 tenant, typeorm-tenants/metrics on',
   R1: "typeorm-tenants, 1 tenant, isolation: 'role'",
   B100: 'typeorm-tenants, N tenants',
   S100: 'typeorm-tenants, N tenants on one schema (control)',
@@ -73,6 +77,8 @@ export const CONTENDER_LABELS: Readonly<Record<string, string>> = {
 export const CONTENDER_DESCRIPTIONS: Readonly<Record<string, string>> = {
   A: 'plain TypeORM DataSource on one schema, no tenancy (baseline)',
   B1: 'typeorm-tenants, 1 tenant: manager.run(slug, () => tenantContext.getRepository(Client)...)',
+  B1c: "as B1, with sqlComment: true (/*tenant='<slug>'*/ in front of every statement)",
+  B1m: 'as B1, with tenantMetrics(manager, { registry }) subscribed (diagnostics_channel run events, a counter and a histogram per run; tenant labels off)',
   R1: "as B1, with isolation: 'role' (the tenant's PostgreSQL role set at every connection checkout, reset at release)",
   B100: 'typeorm-tenants, N tenants round-robin, one shared pool',
   S100:
@@ -101,6 +107,10 @@ export async function openContender(name: string, fixture: RoutingFixture, setti
       return openPlain(fixture, settings);
     case 'B1':
       return openTenants('B1', fixture, settings, [fixture.soloSlug]);
+    case 'B1c':
+      return openTenants('B1c', fixture, settings, [fixture.soloSlug]);
+    case 'B1m':
+      return openTenants('B1m', fixture, settings, [fixture.soloSlug]);
     case 'R1':
       return openTenants('R1', fixture, settings, [ROLE_SLUG]);
     case 'B100':
@@ -174,7 +184,7 @@ export function sameSchemaSlug(index: number): string {
 }
 
 async function openTenants(
-  name: 'B1' | 'B100' | 'R1' | 'S100',
+  name: 'B1' | 'B1c' | 'B1m' | 'B100' | 'R1' | 'S100',
   fixture: RoutingFixture,
   settings: ContenderSettings,
   slugs: readonly string[],
@@ -190,7 +200,9 @@ async function openTenants(
     pool: { idleTimeoutMillis: settings.idleTimeoutMillis },
     ...(role ? { isolation: 'role' as const, registryTable: 'bench_role_tenants' } : {}),
     ...(sameSchema ? { registryTable: SAME_SCHEMA_REGISTRY } : {}),
+    ...(name === 'B1c' ? { sqlComment: true } : {}),
   });
+  const metrics = name === 'B1m' ? tenantMetrics(manager, { registry: new Registry() }) : undefined;
   try {
     await manager.initialize();
     if (role && (await manager.getTenant(ROLE_SLUG)) === undefined) {
@@ -220,7 +232,10 @@ async function openTenants(
       insert: (i) => manager.run(slugs[i % n]!, insert),
     },
     openConnections: () => manager.stats().pool.total,
-    close: () => manager.destroy(),
+    close: () => {
+      metrics?.close();
+      return manager.destroy();
+    },
   };
 }
 

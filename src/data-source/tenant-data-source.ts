@@ -64,6 +64,8 @@ export interface ServedRawSql {
   readonly fence: DropFence;
   /** The tenant's view of the manager's query result cache, when one is configured. */
   readonly queryCache?: QueryCacheOptions | undefined;
+  /** The manager's `sqlComment` option: the comment (and a space) put in front of every statement. */
+  readonly sqlComment?: string | undefined;
 }
 
 /** Set when a tenant is dropped: its held DataSources refuse every statement from then on (`TenantDroppedError`). */
@@ -137,6 +139,7 @@ function servedPolicy(rawSql: ServedRawSql, isGenerated: (sql: string, parameter
       if (fence.dropped) throw new TenantDroppedError(fence.slug);
     },
     isGenerated,
+    ...(rawSql.sqlComment === undefined ? {} : { sqlComment: rawSql.sqlComment }),
   };
 }
 

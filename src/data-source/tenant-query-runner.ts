@@ -38,6 +38,8 @@ export interface RawSqlPolicy {
   assertServed(): void;
   /** True when `sql` with exactly `parameters` came out of TypeORM's query building, fully qualified. */
   isGenerated(sql: string, parameters: unknown): boolean;
+  /** The manager's `sqlComment` option: the tenant's sqlcommenter comment and a space, put in front of every statement. */
+  readonly sqlComment?: string;
 }
 
 /**
@@ -93,7 +95,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
       return Promise.reject(error);
     }
     if (useStructuredResult && this.#policy.isGenerated(query, parameters)) {
-      return super.query(query, parameters, useStructuredResult);
+      return super.query(this.#commented(query), parameters, useStructuredResult);
     }
     return this.#fenced(query, parameters, useStructuredResult);
   }
@@ -124,7 +126,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
   override async stream(query: string, parameters?: any[], onEnd?: Function, onError?: Function): Promise<any> {
     this.#policy.assertServed();
     if (this.#policy.isGenerated(query, parameters) || this.#policy.setSearchPath === undefined) {
-      return super.stream(query, parameters, onEnd, onError);
+      return super.stream(this.#commented(query), parameters, onEnd, onError);
     }
     if (!this.isTransactionActive) {
       throw new RawSqlRefusedError(
@@ -133,7 +135,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
       );
     }
     await this.#fenceTransaction();
-    return super.stream(query, parameters, onEnd, onError);
+    return super.stream(this.#commented(query), parameters, onEnd, onError);
   }
 
   override async startTransaction(isolationLevel?: any): Promise<void> {
@@ -149,10 +151,10 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     if (this.transactionDepth === 0) {
       this.#pathSet = false;
       this.#dirty = false;
-      await super.query('START TRANSACTION');
-      if (isolationLevel) await super.query(`SET TRANSACTION ISOLATION LEVEL ${isolationLevel}`);
+      await this.#send('START TRANSACTION');
+      if (isolationLevel) await this.#send(`SET TRANSACTION ISOLATION LEVEL ${isolationLevel}`);
     } else {
-      await super.query(`SAVEPOINT typeorm_${this.transactionDepth}`);
+      await this.#send(`SAVEPOINT typeorm_${this.transactionDepth}`);
     }
     this.transactionDepth += 1;
     await this.broadcaster.broadcast('AfterTransactionStart');
@@ -162,7 +164,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     if (!this.isTransactionActive) throw new TransactionNotStartedError();
     await this.broadcaster.broadcast('BeforeTransactionCommit');
     if (this.transactionDepth > 1) {
-      await super.query(`RELEASE SAVEPOINT typeorm_${this.transactionDepth - 1}`);
+      await this.#send(`RELEASE SAVEPOINT typeorm_${this.transactionDepth - 1}`);
     } else {
       await this.#end('COMMIT');
       this.isTransactionActive = false;
@@ -175,7 +177,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     if (!this.isTransactionActive) throw new TransactionNotStartedError();
     await this.broadcaster.broadcast('BeforeTransactionRollback');
     if (this.transactionDepth > 1) {
-      await super.query(`ROLLBACK TO SAVEPOINT typeorm_${this.transactionDepth - 1}`);
+      await this.#send(`ROLLBACK TO SAVEPOINT typeorm_${this.transactionDepth - 1}`);
       this.#pathSet = false; // a SET LOCAL made inside the savepoint is undone with it
     } else {
       await this.#end('ROLLBACK');
@@ -210,17 +212,28 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     const dirty = this.#dirty;
     this.#pathSet = false;
     if (!dirty) {
-      await super.query(command);
+      await this.#send(command);
       return;
     }
     try {
       if (command === 'COMMIT') await this.#assertRole();
-      await super.query(`${command}; ${this.#sessionReset()}`);
+      await this.#send(`${command}; ${this.#sessionReset()}`);
       this.#dirty = false;
     } catch (error) {
       this.#broken = true;
       throw error;
     }
+  }
+
+  /** With `sqlComment`, the tenant's comment in front of `sql` (TypeORM's log shows it too). */
+  #commented(sql: string): string {
+    const comment = this.#policy.sqlComment;
+    return comment === undefined ? sql : comment + sql;
+  }
+
+  /** A statement of the runner's own (transaction control, the fence's `SET LOCAL`), with the comment. */
+  #send(sql: string): Promise<any> {
+    return super.query(this.#commented(sql));
   }
 
   #sessionReset(): string {
@@ -232,7 +245,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
   async #fenceTransaction(): Promise<void> {
     this.#dirty = true;
     if (this.#pathSet) return;
-    await super.query(this.#policy.setSearchPath!);
+    await this.#send(this.#policy.setSearchPath!);
     this.#pathSet = true;
   }
 
@@ -244,7 +257,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
   }
 
   async #rawStandalone(query: string, parameters: any[] | undefined, structured: boolean): Promise<any> {
-    await super.query(`START TRANSACTION; ${this.#policy.setSearchPath!}`);
+    await this.#send(`START TRANSACTION; ${this.#policy.setSearchPath!}`);
     this.#dirty = true;
     this.#pathSet = true;
     let result: unknown;
@@ -279,7 +292,7 @@ export class TenantQueryRunner extends PostgresQueryRunner {
     this.databaseConnection = extended;
     let pending: Promise<any>;
     try {
-      pending = super.query(query, parameters, structured);
+      pending = super.query(this.#commented(query), parameters, structured);
     } finally {
       this.databaseConnection = connection;
     }

@@ -219,6 +219,16 @@ export interface TenantDataSourceManagerOptions {
    */
   readonly allowMaintenanceDatabase?: boolean;
   /**
+   * Put a sqlcommenter comment naming the tenant in front of every statement
+   * a tenant DataSource sends (repositories, QueryBuilders, raw `query()`,
+   * transactions and their control statements): `/*tenant='acme'*\/ SELECT ...`,
+   * so `pg_stat_activity`, slow-query logs and `log_statement` show whose
+   * statement it is. Statements of the shared DataSource, provisioning and
+   * migrations carry none. It does not split `pg_stat_statements` entries
+   * (comments are not part of the query id). Default `false`.
+   */
+  readonly sqlComment?: boolean;
+  /**
    * Called when an idle pooled connection fails (for example the server
    * terminated it). The pool drops that connection and opens a new one when
    * needed. Default: a `pool-error` entry to `logger`, else a process warning.

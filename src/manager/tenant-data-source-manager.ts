@@ -48,6 +48,9 @@ import type { FleetReport, FleetRunOptions, FleetTenantResult } from '../migrati
 import { FleetMigrator, type FleetMigrationOptions, type TenantMigrationStatus } from '../migration/fleet-migrator';
 import { MigrationLedger } from '../migration/migration-ledger';
 import { TenantLifecycle, type DropTenantOptions } from '../lifecycle/tenant-lifecycle';
+import { runIsObserved, traceOperation, traceRun } from '../observability/channels';
+import { tenantSqlCommentPrefix } from '../observability/sql-comment';
+import { tagActiveSpan } from '../observability/tracing';
 import { LifecyclePlugins, type TenantLifecyclePlugin } from '../lifecycle/lifecycle-plugins';
 import { WarmPool, type WarmPoolOptions } from '../provisioning/warm-pool';
 import { dropTenantRole, grantTenantRole } from '../isolation/tenant-role';
@@ -156,6 +159,7 @@ interface ResolvedOptions {
   readonly pool: Required<TenantPoolOptions>;
   readonly onPoolError: (error: Error) => void;
   readonly allowMaintenanceDatabase: boolean;
+  readonly sqlComment: boolean;
   /** The library's own log (the `logger` option, else process warnings). */
   readonly log: LibraryLog;
   /** TypeORM's logger for the DataSource of a schema (from `logger`, else the connection's own `logger`). */
@@ -239,7 +243,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   constructor(options: TenantDataSourceManagerOptions) {
     this.#options = resolveOptions(options);
     this.#log = this.#options.log;
-    this.#events = new TenantEvents(this.#log);
+    this.#events = new TenantEvents(this.#log, this);
     this.#reserved = { sharedSchema: this.#options.sharedSchema, otherSchemas: this.#librarySchemas };
     this.#searchPaths = searchPathsOf(this.#options);
     this.#registry = new TenantRegistry(this.#options.sharedSchema, this.#options.registryTable);
@@ -312,7 +316,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * acme.schemaName; // 'acme'
    * ```
    */
-  async createTenant(slug: string, options: CreateTenantOptions = {}): Promise<TenantRecord> {
+  createTenant(slug: string, options: CreateTenantOptions = {}): Promise<TenantRecord> {
+    return traceOperation(this, 'createTenant', slug, () => this.#createTenant(slug, options));
+  }
+
+  async #createTenant(slug: string, options: CreateTenantOptions): Promise<TenantRecord> {
     this.#assertReady('createTenant()');
     const schemaName = validateTenantSlug(slug, this.#reserved);
     const name = options.name ?? slug;
@@ -383,7 +391,11 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * @throws TenantNotFoundError when no such tenant exists.
    * @throws InvalidTenantStateError for an active tenant without `{ force: true }`.
    */
-  async dropTenant(slug: string, options: DropTenantOptions = {}): Promise<void> {
+  dropTenant(slug: string, options: DropTenantOptions = {}): Promise<void> {
+    return traceOperation(this, 'dropTenant', slug, () => this.#dropTenant(slug, options));
+  }
+
+  async #dropTenant(slug: string, options: DropTenantOptions): Promise<void> {
     this.#assertReady('dropTenant()');
     const schemaName = validateTenantSlug(slug, this.#reserved);
     await this.#lifecycle!.drop(slug, schemaName, options);
@@ -616,7 +628,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     };
     let result: T | Promise<T>;
     try {
-      result = runStorage.run(lease.value.runState, fn);
+      const { record } = lease.value;
+      tagActiveSpan(record.slug, record.schemaName);
+      result = runIsObserved() ? runStorage.run(lease.value.runState, traceRun, this, record, fn) : runStorage.run(lease.value.runState, fn);
     } catch (error) {
       finish();
       return Promise.reject(error);
@@ -959,6 +973,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       // The pool's real size: `dataSource.extra.max` overrides poolSize, as in TypeORM.
       defaultConcurrency: Math.max(1, Math.floor(this.#poolMax() / 2)),
       poolSize: this.#poolMax(),
+      owner: this,
       nonTransactionalMigrations: this.#tenantMigrations.some(declaresNonTransactional),
       buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
       inLockedTransaction: (dataSource, lockName, work, isolation) => this.#inLockedTransaction(dataSource, lockName, work, isolation),
@@ -1150,6 +1165,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       sessionUser: this.#reserved.connectingRole,
       fence,
       queryCache: this.#queryCache?.tenantOption(tenantCachePrefix(this.#driverFacts!.database ?? '', record.schemaName, record.createdAt)),
+      sqlComment: this.#options.sqlComment ? tenantSqlCommentPrefix(record.slug) : undefined,
     });
     let fences = this.#fences.get(record.schemaName);
     if (fences === undefined) this.#fences.set(record.schemaName, (fences = new Set()));
@@ -1388,6 +1404,7 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     onBackgroundError: options.onBackgroundError ?? ((error: Error) => log({ level: 'warn', kind: 'background-error', message: error.message, error })),
     pool: Object.freeze(pool),
     allowMaintenanceDatabase: booleanOption(options.allowMaintenanceDatabase, 'allowMaintenanceDatabase'),
+    sqlComment: booleanOption(options.sqlComment, 'sqlComment'),
     onPoolError:
       options.onPoolError ??
       ((error: Error) => log({ level: 'warn', kind: 'pool-error', message: `a pooled connection failed: ${error.message}`, error })),

@@ -3,6 +3,7 @@ import { schemaNameForSlug } from '../naming/tenant-slug';
 import type { TenantDomain } from '../registry/tenant-domains';
 import type { TenantRecord } from '../registry/tenant-record';
 import type { LibraryLog, LibraryLogEntry } from './tenancy-logger';
+import { publishTenantEvent } from '../observability/channels';
 
 /** The events a manager emits, after the change they report has committed. */
 export interface TenantEventMap {
@@ -41,9 +42,17 @@ type Listener<E extends TenantEventName> = (payload: TenantEventMap[E]) => void;
 export class TenantEvents {
   readonly #listeners = new Map<TenantEventName, Set<Listener<any>>>();
   readonly #log: LibraryLog;
+  /** The manager emitting, named in the diagnostics_channel messages. */
+  readonly #owner: object | undefined;
 
-  constructor(log: LibraryLog) {
+  constructor(log: LibraryLog, owner?: object) {
     this.#log = log;
+    this.#owner = owner;
+  }
+
+  /** The manager emitting (for the diagnostics_channel messages of fleet runs). */
+  get owner(): object | undefined {
+    return this.#owner;
   }
 
   on<E extends TenantEventName>(event: E, listener: Listener<E>): () => void {
@@ -61,6 +70,7 @@ export class TenantEvents {
   emit<E extends TenantEventName>(event: E, payload: TenantEventMap[E]): void {
     const entry = lifecycleEntry(event, payload);
     this.#log(entry);
+    publishTenantEvent(this.#owner, event, payload);
     for (const listener of this.#listeners.get(event) ?? []) {
       try {
         listener(payload);

@@ -18,6 +18,8 @@ import { hasNonTransactional, releaseSnapshot } from './non-transactional-migrat
 import { applyPendingInSegments, undoLastInSegments, type InvalidIndexRepair } from './segmented-migrations';
 import type { MigrationGuardMode } from './migration-guard';
 import type { LibraryLog } from '../manager/tenancy-logger';
+import { publishTenantMigration } from '../observability/channels';
+import { inTenantSpan } from '../observability/tracing';
 
 /** Options of `migrateTenants()` and `revertTenants()`. */
 export interface FleetMigrationOptions extends FleetRunOptions {
@@ -53,6 +55,8 @@ export interface SchemaAccess {
   readonly log: LibraryLog;
   /** Keeps each tenant's migrations (and reverts) inside its schema. */
   readonly migrationGuard: MigrationGuardMode;
+  /** The manager, named in the diagnostics_channel message of each tenant. */
+  readonly owner?: object;
   /** A fresh DataSource bound to `schemaName` over the shared pool; the caller destroys it. */
   buildTenantDataSource(schemaName: string): Promise<DataSource>;
   /** Runs `work` in a transaction holding the advisory lock `lockName`, at the given isolation level (default: the connection's). */
@@ -104,7 +108,7 @@ export class FleetMigrator {
     const schemaOf = new Map(scope.map((t) => [t.slug, t.schemaName]));
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
-      (slug) => this.#migrateOne(slug, schemaOf.get(slug)!),
+      (slug) => this.#observed('migrate', slug, schemaOf.get(slug)!, () => this.#migrateOne(slug, schemaOf.get(slug)!)),
       this.#runOptions(options),
     );
   }
@@ -120,7 +124,7 @@ export class FleetMigrator {
     const schemaOf = new Map(scope.map((t) => [t.slug, t.schemaName]));
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
-      (slug) => this.#revertOne(slug, schemaOf.get(slug)!),
+      (slug) => this.#observed('revert', slug, schemaOf.get(slug)!, () => this.#revertOne(slug, schemaOf.get(slug)!)),
       this.#runOptions(options),
     );
   }
@@ -131,7 +135,37 @@ export class FleetMigrator {
    * @throws TenantMigrationError when the revert fails (rolled back).
    */
   async revertTenant(tenant: TenantRecord): Promise<FleetTenantResult> {
-    return this.#revertOne(tenant.slug, tenant.schemaName, true);
+    return this.#observed('revert', tenant.slug, tenant.schemaName, () => this.#revertOne(tenant.slug, tenant.schemaName, true));
+  }
+
+  /**
+   * One tenant of a fleet run in a span of its own (with `@opentelemetry/api`),
+   * then its line on the `typeorm-tenants:tenant-migration` channel.
+   */
+  async #observed(direction: 'migrate' | 'revert', slug: string, schema: string, work: () => Promise<FleetTenantResult>): Promise<FleetTenantResult> {
+    const owner = this.#access.owner;
+    const started = performance.now();
+    let result: FleetTenantResult;
+    try {
+      result = await inTenantSpan(direction, slug, schema, work);
+    } catch (error) {
+      // revertTenant() throws its failure instead of reporting it.
+      const message = error instanceof Error ? error.message : String(error);
+      const durationMs = performance.now() - started;
+      publishTenantMigration(() => ({ manager: owner, direction, slug, schema, status: 'failed', applied: [], durationMs, error: { message } }));
+      throw error;
+    }
+    publishTenantMigration(() => ({
+      manager: owner,
+      direction,
+      slug,
+      schema,
+      status: result.status,
+      applied: result.applied,
+      durationMs: result.ms,
+      ...(result.error === undefined ? {} : { error: result.error }),
+    }));
+    return result;
   }
 
   async migrationStatus(): Promise<TenantMigrationStatus[]> {
