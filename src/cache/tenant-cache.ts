@@ -1,4 +1,4 @@
-import { runStorage } from '../context/tenant-context';
+import { refuseInSeed, runStorage } from '../context/tenant-context';
 import { InvalidArgumentError, TenancyConfigurationError, TenantContextMissingError, TenantDroppedError } from '../errors';
 import { tenantIncarnation, type LifecycleTenant, type TenantLifecyclePlugin } from '../lifecycle/lifecycle-plugins';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
@@ -151,6 +151,7 @@ class ScopedTenantCache implements TenantCache {
 
   async set(key: string, value: unknown, ttlMs?: number): Promise<void> {
     const physical = this.#physicalKey(key, `tenantCache.set()`);
+    refuseInSeed('tenantCache.set()');
     const ttl = ttlMs === undefined ? this.#defaultTtlMs : checkTtl(ttlMs, 'the TTL of set()');
     await this.#store.set(physical, this.#serialize(value, key), ttl);
   }
@@ -161,6 +162,7 @@ class ScopedTenantCache implements TenantCache {
 
   async wrap<T>(key: string, ttlMs: number | undefined, fn: () => T | Promise<T>): Promise<T> {
     const physical = this.#physicalKey(key, `tenantCache.wrap()`);
+    refuseInSeed('tenantCache.wrap()');
     const ttl = ttlMs === undefined ? this.#defaultTtlMs : checkTtl(ttlMs, 'the TTL of wrap()');
     if (typeof fn !== 'function') throw new InvalidArgumentError(`tenantCache.wrap(${JSON.stringify(key)}, ttlMs, fn): fn must be a function.`);
     let flight = this.#flights.get(physical);

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { DataSource, EntityManager, EntityTarget, ObjectLiteral, Repository } from 'typeorm';
 import { isTenantScoped } from '../entity/tenant-scoped';
-import { AmbiguousManagerError, TenantContextMissingError } from '../errors';
+import { AmbiguousManagerError, InvalidTenantStateError, TenantContextMissingError } from '../errors';
 import type { TenantRecord } from '../registry/tenant-record';
 
 /** What a run needs from the manager that started it. */
@@ -17,6 +17,27 @@ export interface RunState {
   readonly dataSource: DataSource;
   /** Set inside `tenantContext.transaction()`: everything in it joins this transaction. */
   readonly transactionManager?: EntityManager;
+  /** Set inside a `createTenant()` seed hook: the tenant exists only for its creation transaction. */
+  readonly seeding?: true;
+}
+
+/**
+ * Refuses work that outlives the transaction inside a seed hook (enqueueing
+ * a job, writing a file or a cache entry): until `createTenant()` commits,
+ * no other connection sees the tenant, and a failing seed would leave it
+ * behind.
+ *
+ * @throws InvalidTenantStateError inside a seed hook.
+ */
+export function refuseInSeed(operation: string): void {
+  const state = runStorage.getStore();
+  if (state?.seeding !== true) return;
+  throw new InvalidTenantStateError(
+    state.tenant.slug,
+    'provisioning',
+    operation,
+    'Its creation transaction has not committed: a worker would not find the tenant, and a seed that fails would leave this behind. Do it after createTenant() resolves.',
+  );
 }
 
 /** The one store of the active run; the package is CommonJS only, so there is one per process. */

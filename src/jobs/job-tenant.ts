@@ -1,4 +1,4 @@
-import { tenantContext } from '../context/tenant-context';
+import { tenantContext, refuseInSeed } from '../context/tenant-context';
 import { InvalidArgumentError, JobTenantMissingError, TenantContextMissingError } from '../errors';
 import { tenantIncarnation } from '../lifecycle/lifecycle-plugins';
 
@@ -58,12 +58,16 @@ export function tenantJobData<D extends object = Record<string, never>>(data?: D
 export function activeJobTenant(operation: string): JobTenantRecord {
   const tenant = tenantContext.current();
   if (tenant === undefined) throw new TenantContextMissingError(`${operation} (enqueueing a tenant job)`);
+  refuseInSeed(operation);
   return Object.freeze({ slug: tenant.slug, incarnation: tenantIncarnation(tenant) });
 }
 
 /** `data` with `record` in its `__tenant` field (replacing any value there). */
 export function withJobTenant<D extends object>(data: D | undefined, record: JobTenant, operation: string): TenantJobData<D> {
-  return { ...plainData(data, operation), [TENANT_JOB_FIELD]: record } as TenantJobData<D>;
+  // The data as BullMQ will store it (JSON), so that nothing in it (an own
+  // toJSON(), say) can put back a __tenant of its own after ours.
+  const stored = plainData(data === undefined ? undefined : JSON.parse(JSON.stringify(plainData(data, operation))), operation);
+  return { ...stored, [TENANT_JOB_FIELD]: record } as TenantJobData<D>;
 }
 
 /**

@@ -57,6 +57,8 @@ const DROP_BY_KIND: Readonly<Record<string, string>> = {
  */
 export class TenantLifecycle {
   readonly #access: LifecycleAccess;
+  /** Drops of this process past their first step, by schema: a second `drop` joins the first. */
+  readonly #completing = new Map<string, Promise<void>>();
 
   constructor(access: LifecycleAccess) {
     this.#access = access;
@@ -135,6 +137,20 @@ export class TenantLifecycle {
       return tenant;
     });
     access.evict(slug);
+    // Two drops of one tenant in this process: the second waits for the
+    // first's hooks and batches instead of running them alongside.
+    let completion = this.#completing.get(schemaName);
+    if (completion === undefined) {
+      completion = this.#complete(slug, schemaName, dropping).finally(() => this.#completing.delete(schemaName));
+      this.#completing.set(schemaName, completion);
+    }
+    await completion;
+  }
+
+  /** The rest of a drop once the tenant is `dropping`: the plugins' hooks, the relations in batches, then schema and row. */
+  async #complete(slug: string, schemaName: string, dropping: TenantRecord): Promise<void> {
+    const access = this.#access;
+    const lock = `schema:${schemaName}`;
     await access.plugins.call('onDropping', lifecycleTenant(dropping));
 
     const schemas = [schemaName, archiveSchemaName(schemaName)];

@@ -358,7 +358,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
         if (seed !== undefined) {
           // Inside the hook tenantContext serves the new tenant, joined to the creation transaction.
-          const seedRun: RunState = { owner: this, tenant: record, dataSource: provisioning, transactionManager: runner.manager };
+          const seedRun: RunState = { owner: this, tenant: record, dataSource: provisioning, transactionManager: runner.manager, seeding: true };
           await runStorage.run(seedRun, () =>
             seed({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) }),
           );
@@ -468,8 +468,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * a function that removes the plugin.
    *
    * @throws InvalidArgumentError for a plugin without a name, a hook that is not a function, or a name in use.
+   * @throws ManagerDestroyedError once `destroy()` was called.
    */
   use(plugin: TenantLifecyclePlugin): () => void {
+    if (this.#state === 'destroying' || this.#state === 'destroyed') throw new ManagerDestroyedError('use()');
     return this.#plugins.add(plugin);
   }
 

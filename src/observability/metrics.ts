@@ -23,7 +23,7 @@ export interface TenantMetricsOptions {
    * Per-tenant run metrics (`<prefix>tenant_runs_total`,
    * `<prefix>tenant_run_duration_seconds`). `false` (default): none, as
    * every tenant would be a series. `{ top: N }`: at most N tenants keep
-   * their own label, every other run counts under `tenant="other"`; see the
+   * their own label, every other run counts under `tenant="(other)"`; see the
    * README for the exact rule (the N busiest since the previous scrape, and
    * at most 2N + 1 tenant series per metric at any time).
    */
@@ -44,7 +44,8 @@ export const DEFAULT_METRICS_PREFIX = 'typeorm_tenants_';
 /** Seconds: 1 ms to 1 min, for runs (milliseconds) and migrations (seconds or more) alike. */
 export const DEFAULT_DURATION_BUCKETS: readonly number[] = Object.freeze([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
 /** The tenant label of every run of a tenant outside the top N. */
-export const OTHER_TENANT_LABEL = 'other';
+/** No slug can take this value (slugs have no parentheses), so no tenant shares the overflow series. */
+export const OTHER_TENANT_LABEL = '(other)';
 
 const METRIC_PREFIX_RULE = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 

@@ -77,7 +77,8 @@ const childCache = new WeakMap<object, WeakMap<object, unknown>>();
 function bound(method: FunctionLogger, self: unknown, bindings: TenantLogBindings): FunctionLogger {
   return (...args: unknown[]) => {
     const [first, ...rest] = args;
-    if (isPlainObject(first)) return method.call(self, { ...bindings, ...first }, ...rest);
+    // The bound fields last: a logged object cannot name another tenant.
+    if (isPlainObject(first)) return method.call(self, { ...first, ...bindings }, ...rest);
     return method.call(self, { ...bindings }, ...args);
   };
 }

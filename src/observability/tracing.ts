@@ -21,6 +21,9 @@ function openTelemetry(): typeof OpenTelemetry | null {
   return api;
 }
 
+/** Spans that carry a tenant already. */
+const taggedSpans = new WeakSet<object>();
+
 /**
  * Sets `tenant.slug` and `tenant.schema` on the active span, if there is one
  * (internal; called by every `run()`). Without `@opentelemetry/api`, or
@@ -31,7 +34,10 @@ export function tagActiveSpan(slug: string, schema: string): void {
   const otel = api === undefined ? openTelemetry() : api;
   if (otel === null) return;
   const span = otel.trace.getActiveSpan();
-  if (span === undefined) return;
+  if (span === undefined || taggedSpans.has(span)) return;
+  // The first run's tenant stays: a run of another tenant nested in it (or
+  // a loop over tenants under one span) does not rename the span's tenant.
+  taggedSpans.add(span);
   span.setAttribute(TENANT_SLUG_ATTRIBUTE, slug);
   span.setAttribute(TENANT_SCHEMA_ATTRIBUTE, schema);
 }

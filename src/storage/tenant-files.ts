@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { runStorage } from '../context/tenant-context';
+import { refuseInSeed, runStorage } from '../context/tenant-context';
 import { InvalidArgumentError, TenancyConfigurationError, TenantContextMissingError } from '../errors';
 import { tenantIncarnation, type LifecycleTenant } from '../lifecycle/lifecycle-plugins';
 import type { TenantDataSourceManager } from '../manager/tenant-data-source-manager';
@@ -65,6 +65,7 @@ export class TenantFiles {
    */
   async put(key: string, body: TenantFileBody, options: PutFileOptions = {}): Promise<void> {
     const scope = this.#scope('put()');
+    refuseInSeed('tenantFiles.put()');
     const normal = normaliseFileKey(key);
     checkPutOptions(options);
     await this.#driver.put(scope, normal, toBody(body), options);

@@ -5,7 +5,7 @@ import type { TenantRecord } from '../registry/tenant-record';
 import { prefillWarmPool } from './prefill-warm-pool';
 import { sharedTestDatabase } from './shared-test-database';
 import { startTestDatabase, type TestDatabase, type TestDatabaseOptions } from './test-database';
-import { createTestTenant, dropTestTenants, type CreateTestTenantOptions } from './test-tenants';
+import { createTestTenant, dropTestTenants, dropTestTenantsExcept, testTenantsOf, type CreateTestTenantOptions } from './test-tenants';
 import { holdTenantTransaction, type HeldTenantTransaction } from './test-transaction';
 import { withTenant } from './with-tenant';
 
@@ -170,9 +170,13 @@ export function useTestTenancy(hooks: TestHooks, managerOptions: TestManagerOpti
     if (mode === 'transaction-per-test') blockTenant = await createTestTenant(manager, tenantOptions());
   }, timeout);
 
+  let preexisting: ReadonlySet<string> | undefined;
+
   hooks.beforeEach(async function (this: unknown) {
     mochaTimeout(this, timeout);
     const owner = requireManager();
+    // Made before this test (the block's own, or by the user's before hooks): 'after-each' keeps them.
+    preexisting = new Set(testTenantsOf(owner));
     if (mode === 'transaction-per-test') {
       current = blockTenant;
       transaction = await holdTenantTransaction(owner, blockTenant!.slug);
@@ -189,7 +193,7 @@ export function useTestTenancy(hooks: TestHooks, managerOptions: TestManagerOpti
     transaction = undefined;
     if (held !== undefined) await held.rollback();
     if (mode === 'tenant-per-test' && dropTenants === 'after-each' && ending !== undefined && manager !== undefined) {
-      await dropTestTenants(manager);
+      await dropTestTenantsExcept(manager, preexisting ?? new Set());
     }
   }, timeout);
 

@@ -78,14 +78,27 @@ export function testTenantsOf(manager: TenantDataSourceManager): string[] {
  * afterEach(() => dropTestTenants(manager));
  * ```
  */
-export async function dropTestTenants(manager?: TenantDataSourceManager, options: DropTestTenantsOptions = {}): Promise<string[]> {
+export function dropTestTenants(manager?: TenantDataSourceManager, options: DropTestTenantsOptions = {}): Promise<string[]> {
+  return dropKitTenants(manager, options, undefined);
+}
+
+/**
+ * `dropTestTenants(manager)` leaving `kept` alone: the tenants that were
+ * there before a test started (`useTestTenancy`'s `dropTenants: 'after-each'`
+ * drops only the test's own).
+ */
+export function dropTestTenantsExcept(manager: TenantDataSourceManager, kept: ReadonlySet<string>): Promise<string[]> {
+  return dropKitTenants(manager, {}, kept);
+}
+
+async function dropKitTenants(manager: TenantDataSourceManager | undefined, options: DropTestTenantsOptions, kept: ReadonlySet<string> | undefined): Promise<string[]> {
   const managers = manager === undefined ? [...created.keys()] : [manager];
   const dropped: string[] = [];
   const failures: unknown[] = [];
   for (const owner of managers) {
     const slugs = created.get(owner);
     if (slugs === undefined) continue;
-    const queue = [...slugs];
+    const queue = [...slugs].filter((slug) => kept === undefined || !kept.has(slug));
     const worker = async (): Promise<void> => {
       for (let slug = queue.shift(); slug !== undefined; slug = queue.shift()) {
         try {

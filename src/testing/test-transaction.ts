@@ -4,7 +4,12 @@ import type { TenantDataSourceManager } from '../manager/tenant-data-source-mana
 
 /** A transaction in one tenant, held open across the calls of one test and rolled back at its end. */
 export interface HeldTenantTransaction {
-  /** Runs `fn` inside the transaction: `tenantContext` serves the tenant, joined to it (as inside `tenantContext.transaction()`). */
+  /**
+   * Runs `fn` inside the transaction, in a savepoint of its own: `tenantContext`
+   * serves the tenant, joined to it (as inside `tenantContext.transaction()`).
+   * When `fn` fails, its savepoint is rolled back, so a test that expects a
+   * failing statement can go on with the next call.
+   */
   enter<T>(fn: () => T | Promise<T>): Promise<T>;
   /** Rolls the transaction back and ends the run that held it. Safe to call twice. */
   rollback(): Promise<void>;
@@ -25,7 +30,9 @@ const ROLL_BACK = Symbol('typeorm-tenants/testing: roll back the test transactio
  * process, or by this one through its middleware, which calls `run()`).
  * One connection holds the transaction: run the calls of a test one after
  * another (two concurrent `tenantContext.transaction()` in one test would
- * interleave their savepoints).
+ * interleave their savepoints). Each `enter(fn)` is a savepoint: a failing
+ * call is undone alone; a statement that fails inside a call still aborts
+ * the rest of that call, as in any transaction.
  */
 export async function holdTenantTransaction(manager: TenantDataSourceManager, slug: string): Promise<HeldTenantTransaction> {
   let release!: () => void;
@@ -58,9 +65,8 @@ export async function holdTenantTransaction(manager: TenantDataSourceManager, sl
     enter: <T>(fn: () => T | Promise<T>): Promise<T> =>
       new Promise<T>((resolve, reject) => {
         scope.runInAsyncScope(() => {
-          Promise.resolve()
-            .then(fn)
-            .then(resolve, reject);
+          // A savepoint per call: a failed statement in fn aborts only it, not the test's transaction.
+          tenantContext.transaction(async () => fn()).then(resolve, reject);
         });
       }),
     rollback: (): Promise<void> => {

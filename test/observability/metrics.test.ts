@@ -132,7 +132,7 @@ describe('Observability: typeorm-tenants/metrics', () => {
     for (const slug of slugs) await next.dropTenant(slug, { force: true });
   });
 
-  it('tenantLabels { top: 2 } over 5 tenants: at most 2 live tenant labels, the rest under tenant="other", re-ranked at each scrape by runs since the previous one', async () => {
+  it('tenantLabels { top: 2 } over 5 tenants: at most 2 live tenant labels, the rest under tenant="(other)", re-ranked at each scrape by runs since the previous one', async () => {
     const manager = await openManager();
     const registry = new Registry();
     closers.push(tenantMetrics(manager, { registry, tenantLabels: { top: 2 } }).close);
@@ -148,22 +148,22 @@ describe('Observability: typeorm-tenants/metrics', () => {
     // Before any scrape the first two tenants seen take the two labels.
     await runAll('abcccdde');
     const first = await scrape(registry);
-    expect(named(tenantRuns(first))).to.deep.equal({ a: 1, b: 1, other: 6 });
+    expect(named(tenantRuns(first))).to.deep.equal({ a: 1, b: 1, '(other)': 6 });
     // That scrape re-ranked: c (3 runs) and d (2) are the busiest; a and b keep their series, frozen, for one more scrape.
     await runAll('cdaae');
     const second = await scrape(registry);
     // Re-ranked again: a (2) then c (1, a member); b's frozen series is gone, d is frozen now.
-    expect(named(tenantRuns(second))).to.deep.equal({ a: 1, c: 1, d: 1, other: 9 });
+    expect(named(tenantRuns(second))).to.deep.equal({ a: 1, c: 1, d: 1, '(other)': 9 });
     await runAll('ab');
     const third = await scrape(registry);
     // a counted under its label; b had no label yet (other); re-ranked to {a, b}; d removed, c frozen.
-    expect(named(tenantRuns(third))).to.deep.equal({ a: 2, c: 1, other: 10 });
+    expect(named(tenantRuns(third))).to.deep.equal({ a: 2, c: 1, '(other)': 10 });
     await runAll('b');
     const fourth = await scrape(registry);
-    expect(named(tenantRuns(fourth))).to.deep.equal({ a: 2, b: 1, other: 10 });
+    expect(named(tenantRuns(fourth))).to.deep.equal({ a: 2, b: 1, '(other)': 10 });
     expect(valueOf(fourth, `${P}runs_total`, { outcome: 'ok' }), 'the untenanted counter has every run').to.equal(16);
     const durations = fourth.filter((s) => s.name === `${P}tenant_run_duration_seconds_count`).map((s) => s.labels.tenant).sort();
-    expect(durations).to.deep.equal([slug.a, slug.b, 'other'].sort());
+    expect(durations).to.deep.equal([slug.a, slug.b, '(other)'].sort());
     for (const n of names) await manager.dropTenant(slug[n]!, { force: true });
   });
 
