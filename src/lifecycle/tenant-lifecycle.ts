@@ -7,6 +7,7 @@ import { quoteIdent } from '../naming/quote-ident';
 import type { TenantDomains } from '../registry/tenant-domains';
 import type { SqlRunner, TenantRegistry } from '../registry/tenant-registry';
 import type { TenantRecord, TenantStatus } from '../registry/tenant-record';
+import type { TenantServer } from '../data-source/tenant-server';
 
 /** What `dropTenant` takes besides the slug. */
 export interface DropTenantOptions {
@@ -16,7 +17,8 @@ export interface DropTenantOptions {
 
 /** What the lifecycle needs from the manager. */
 export interface LifecycleAccess {
-  readonly sharedDataSource: DataSource;
+  /** The server the tenants live on (its shared schema holds the registry). */
+  readonly server: TenantServer;
   readonly registry: TenantRegistry;
   /** The domains registry: a dropped tenant's hostnames are freed with it. */
   readonly domains: TenantDomains;
@@ -25,13 +27,10 @@ export interface LifecycleAccess {
   readonly plugins: LifecyclePlugins;
   /** Relations dropped per transaction when dropping a tenant. */
   readonly dropBatchSize: number;
-  inLockedTransaction<T>(dataSource: DataSource, lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T>;
   /** Forgets the tenant's cached DataSource and record in this process. */
   evict(slug: string): void;
   /** Drops the tenant's role (under role isolation; a no-op when it has none), in the caller's transaction. */
   dropTenantRole(runner: QueryRunner & SqlRunner, schemaName: string): Promise<void>;
-  /** A fresh DataSource bound to `schemaName` over the shared pool; the caller destroys it. */
-  buildTenantDataSource(schemaName: string): Promise<DataSource>;
   /** Applies pending tenant migrations with `dataSource` (bound to the tenant) inside `runner`'s transaction, and updates the ledger. */
   migrateInTransaction(dataSource: DataSource, runner: QueryRunner & SqlRunner, slug: string, schemaName: string): Promise<void>;
 }
@@ -92,7 +91,7 @@ export class TenantLifecycle {
     // Migrations must run on a DataSource bound to the tenant schema (TypeORM
     // resolves table names with the runner's DataSource), so the whole
     // restore runs on one.
-    const dataSource = await this.#access.buildTenantDataSource(schemaName);
+    const dataSource = await this.#access.server.buildDataSource(schemaName);
     let restored: TenantRecord;
     try {
       restored = await this.#transition(
@@ -127,7 +126,7 @@ export class TenantLifecycle {
   async drop(slug: string, schemaName: string, options: DropTenantOptions): Promise<void> {
     const access = this.#access;
     const lock = `schema:${schemaName}`;
-    const dropping = await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
+    const dropping = await access.server.inLockedTransaction(access.server.sharedDataSource, lock, async (runner) => {
       const tenant = await access.registry.find(runner, slug);
       if (tenant === undefined) throw new TenantNotFoundError(slug);
       if (tenant.status === 'active' && options.force !== true) {
@@ -155,7 +154,7 @@ export class TenantLifecycle {
 
     const schemas = [schemaName, archiveSchemaName(schemaName)];
     for (;;) {
-      const dropped = await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
+      const dropped = await access.server.inLockedTransaction(access.server.sharedDataSource, lock, async (runner) => {
         const relations: Array<{ schema: string; name: string; kind: string }> = await runner.query(
           `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -171,7 +170,7 @@ export class TenantLifecycle {
       if (dropped === 0) break;
     }
 
-    const freed = await access.inLockedTransaction(access.sharedDataSource, lock, async (runner) => {
+    const freed = await access.server.inLockedTransaction(access.server.sharedDataSource, lock, async (runner) => {
       for (const schema of schemas) await runner.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
       await access.dropTenantRole(runner, schemaName);
       // Its hostnames are free for other tenants from the commit on (archive and restore keep them).
@@ -196,7 +195,7 @@ export class TenantLifecycle {
     dataSource?: DataSource,
   ): Promise<TenantRecord> {
     const access = this.#access;
-    const outcome = await access.inLockedTransaction(dataSource ?? access.sharedDataSource, `schema:${schemaName}`, async (runner) => {
+    const outcome = await access.server.inLockedTransaction(dataSource ?? access.server.sharedDataSource, `schema:${schemaName}`, async (runner) => {
       const tenant = await access.registry.find(runner, slug);
       if (tenant === undefined) throw new TenantNotFoundError(slug);
       if (tenant.status === to && event !== 'restored') return { tenant, changed: false };

@@ -1,21 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import type { Pool } from 'pg';
-import { DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
-import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
+import { DataSource, type MigrationInterface } from 'typeorm';
 import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner, type RunState } from '../context/tenant-context';
 import { LeaseCache, type Lease } from '../data-source/lease-cache';
-import { createPgDriverFacade, type PgDriverFacade } from '../data-source/pool-facade';
-import { describeConnectionTarget, poolConfigOf } from '../data-source/connection-target';
+import { TenantServer } from '../data-source/tenant-server';
 import {
   DEFAULT_POOL_OPTIONS,
   DEFAULT_POOL_SIZE,
-  closeSharedPool,
-  createSharedPool,
-  serverKeyOf,
   type TenantConnectionOptions,
   type TenantPoolOptions,
 } from '../data-source/shared-pool';
-import { QueryCacheStore, sharedCachePrefix, tenantCachePrefix, validateQueryCacheOption, type QueryCacheOptions } from '../data-source/tenant-query-cache';
+import { QueryCacheStore, tenantCachePrefix, validateQueryCacheOption, type QueryCacheOptions } from '../data-source/tenant-query-cache';
 import { partitionEntities, pinSharedEntities, releaseSharedSchema, type EntityPartition } from '../entity/entity-partition';
 import { loadEntities } from '../entity/load-entities';
 import { classListOption, type ClassOrPath } from '../data-source/load-classes';
@@ -23,10 +17,7 @@ import { loadMigrationList } from '../migration/migration-list';
 import { pinSharedActiveRecord, unpinSharedActiveRecord } from '../entity/active-record';
 import {
   UNQUALIFIED_SCHEMA_SENTINEL,
-  buildTenantDataSource,
-  type DriverFacts,
   type DropFence,
-  type ServedRawSql,
 } from '../data-source/tenant-data-source';
 import {
   InvalidArgumentError,
@@ -59,7 +50,6 @@ import { TenantEvents, type TenantEventMap, type TenantEventName } from './tenan
 import { createLibraryLog, dataSourceLoggerOf, validateTenancyLogger, type LibraryLog, type TypeOrmLoggerOption } from './tenancy-logger';
 import { MigrationFailure, applyPendingMigrations } from '../migration/schema-migrator';
 import { isNonTransactional } from '../migration/non-transactional-migrations';
-import { pollAdvisoryLock } from '../data-source/advisory-lock';
 import { ensureMigrationGuard, validateMigrationGuard, type MigrationGuardMode } from '../migration/migration-guard';
 import { missingTenantTables, sharedSchemaChanges, tenantSchemaChanges, type MissingTenantTable, type SchemaChanges } from '../migration/migration-generator';
 import { migrationFile, type MigrationFile, type MigrationSourceOptions, type MigrationStatement } from '../migration/migration-source';
@@ -212,13 +202,13 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #tenantMigrationNames: readonly string[] = [];
   #sharedMigrations: readonly Function[] = [];
   readonly #cache: LeaseCache<CachedTenant>;
-  readonly #pools = new Map<string, Pool>();
   #state: ManagerState = 'new';
   #init: Promise<void> | undefined;
   #destroy: Promise<void> | undefined;
   #partition: EntityPartition | undefined;
-  #pool: Pool | undefined;
-  #facade: PgDriverFacade | undefined;
+  /** The server of the registry, the ledger and the shared schema (today the only one). */
+  #home: TenantServer | undefined;
+  /** The home server's shared DataSource. */
   #shared: DataSource | undefined;
   #queryCache: QueryCacheStore | undefined;
   #fleet: FleetMigrator | undefined;
@@ -228,8 +218,6 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   readonly #plugins = new LifecyclePlugins();
   /** Where the library's own messages go: the `logger` option, else process warnings. */
   readonly #log: LibraryLog;
-  #driverFacts: DriverFacts | undefined;
-  #sharedTables: ReadonlySet<string> = new Set();
   /** The drop fences of every tenant DataSource not yet closed, by schema name. */
   readonly #fences = new Map<string, Set<DropFence>>();
   #reserved: ReservedNames;
@@ -253,8 +241,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       this.#options.connection.migrationsTableName ?? 'migrations',
     );
     this.#domains = new TenantDomains(this.#options.sharedSchema, this.#options.registryTable, {
-      sharedDataSource: () => this.#shared!,
-      inLockedTransaction: (lockName, work) => this.#inLockedTransaction(this.#shared!, lockName, work),
+      homeServer: () => this.#home!,
       events: this.#events,
     });
     this.#cache = new LeaseCache<CachedTenant>({
@@ -331,9 +318,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     let claimed = false;
     let dataSource: DataSource | undefined;
     try {
-      dataSource = await this.#buildTenantDataSource(schemaName);
-      const provisioning = dataSource;
-      const created = await this.#inLockedTransaction(provisioning, `schema:${schemaName}`, async (runner) => {
+      const server = this.#home!;
+      const provisioning = await server.buildDataSource(schemaName);
+      dataSource = provisioning;
+      const created = await server.inLockedTransaction(provisioning, `schema:${schemaName}`, async (runner) => {
         const existing = await this.#registry.findConflict(runner, slug, schemaName);
         if (existing !== undefined) throw new TenantAlreadyExistsError(slug, schemaName, existing.slug);
         const delay = this.#options.slugReuseDelayMs;
@@ -751,7 +739,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async migrateShared(): Promise<string[]> {
     this.#assertReady('migrateShared()');
     const shared = this.#shared!;
-    return this.#inLockedTransaction(shared, 'initialize', (runner) =>
+    return this.#home!.inLockedTransaction(shared, 'initialize', (runner) =>
       applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration(), { shared: true }),
     );
   }
@@ -784,7 +772,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       changes = await sharedSchemaChanges(this.#shared!);
     } else {
       const throwaway = `${LIBRARY_SCHEMA_PREFIX}gen_${randomBytes(6).toString('hex')}`;
-      const dataSource = await this.#buildTenantDataSource(throwaway);
+      const dataSource = await this.#home!.buildDataSource(throwaway);
       try {
         changes = await tenantSchemaChanges(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway));
       } finally {
@@ -820,7 +808,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     let total = 0;
     let idle = 0;
     let waiting = 0;
-    for (const pool of this.#pools.values()) {
+    for (const pool of this.#home === undefined ? [] : [this.#home.pool]) {
       total += pool.totalCount;
       idle += pool.idleCount;
       waiting += pool.waitingCount;
@@ -871,45 +859,33 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     pinSharedEntities(this.#partition.sharedEntities, options.sharedSchema);
     this.#pinned = true;
 
-    const pool = createSharedPool(options.connection, options.pool);
-    pool.on('error', (error) => options.onPoolError(error));
-    this.#pools.set(serverKeyOf(options.connection), pool);
-    this.#pool = pool;
-    this.#facade = createPgDriverFacade(pool);
     this.#queryCache = options.queryCache === undefined ? undefined : new QueryCacheStore(options.queryCache);
-
-    const shared = new DataSource({
-      ...options.connection,
-      schema: options.sharedSchema,
-      entities: [...this.#partition.sharedEntities],
-      migrations: [...this.#sharedMigrations],
-      driver: this.#facade,
-      logger: options.dataSourceLogger(options.sharedSchema),
-      // TypeORM's query result cache: the shared DataSource makes the one store; tenants reach it under their own prefixes.
-      cache: this.#queryCache?.sharedOption(() => sharedCachePrefix(this.#driverFacts?.database ?? '', options.sharedSchema)) ?? false,
-      // The manager installs extensions itself, for the entities of both kinds, into the extensions schema.
-      installExtensions: false,
+    const partition = this.#partition!;
+    const home = await TenantServer.open('default', options.connection, {
+      tenantEntities: partition.tenantEntities,
+      sharedEntities: partition.sharedEntities,
+      tenantMigrations: this.#tenantMigrations,
+      sharedMigrations: this.#sharedMigrations,
+      sharedSchema: options.sharedSchema,
+      lockTimeoutMs: options.lockTimeoutMs,
+      pool: options.pool,
+      queryCache: this.#queryCache,
+      dataSourceLogger: options.dataSourceLogger,
+      onPoolError: options.onPoolError,
     });
-    // TypeORM leaves tables of its "current schema" unqualified in DDL. Claim
-    // one that names no schema (rather than read current_schema() from
-    // whatever pooled or PgBouncer connection answers), so every table it
-    // writes is qualified; shared migrations run under SET LOCAL search_path.
-    (shared.driver as PostgresDriver).searchSchema = UNQUALIFIED_SCHEMA_SENTINEL;
-    await shared.initialize();
+    this.#home = home;
+    const shared = home.sharedDataSource;
     this.#shared = shared;
-    this.#sharedTables = new Set(shared.entityMetadatas.map((metadata) => metadata.tableName));
-    pinSharedActiveRecord(this.#partition.sharedEntities, shared);
+    pinSharedActiveRecord(partition.sharedEntities, shared);
     if (options.warmPool !== undefined) {
       this.#warmPool = new WarmPool(
         {
-          sharedDataSource: shared,
+          server: home,
           sharedSchema: options.sharedSchema,
           searchPaths: this.#searchPaths,
           metadataTableName: options.connection.metadataTableName ?? 'typeorm_metadata',
           tenantMigrationNames: this.#tenantMigrationNames,
           migrationGuard: options.migrationGuard,
-          buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
-          inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
           isServing: () => this.#state === 'ready',
           onBackgroundError: options.onBackgroundError,
         },
@@ -917,14 +893,12 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         options.registryTable,
       );
     }
-    const driver = shared.driver as PostgresDriver;
-    this.#driverFacts = { version: driver.version, database: driver.database };
 
     const [{ role, database }] = (await shared.query('SELECT current_user AS role, current_database() AS database')) as Array<{ role: string; database: string }>;
     this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role, otherSchemas: this.#librarySchemas };
     if (database === 'template0' || database === 'template1') {
       throw new TenancyConfigurationError(
-        `initialize() connected to the template database "${database}" of ${describeConnectionTarget(poolConfigOf(pool))}: ` +
+        `initialize() connected to the template database "${database}" of ${home.describe()}: ` +
           'every database created later is copied from it, so the tenant registry, the ledger and the shared schema would be copied into each. ' +
           "Name your application's database (dataSource.url or dataSource.database; is DATABASE_URL unset?).",
       );
@@ -934,14 +908,14 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         level: 'warn',
         kind: 'configuration',
         message:
-          `initialize() is using the maintenance database "${database}" of ${describeConnectionTarget(poolConfigOf(pool))}: ` +
+          `initialize() is using the maintenance database "${database}" of ${home.describe()}: ` +
           'the tenant registry, the migration ledger and the shared schema go there. Name your application\'s database ' +
           '(dataSource.url or dataSource.database; is DATABASE_URL unset?), or pass allowMaintenanceDatabase: true if it is meant.',
       });
     }
 
     const extensions = await this.#checkModel(options.connection.installExtensions !== false);
-    const warnings = await this.#inLockedTransaction(shared, 'initialize', async (runner) => {
+    const warnings = await home.inLockedTransaction(shared, 'initialize', async (runner) => {
       await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
       await ensureMigrationGuard(runner, options.migrationGuard);
       await this.#registry.ensureTable(runner);
@@ -965,7 +939,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     for (const warning of warnings) this.#log({ level: 'warn', kind: 'configuration', message: warning });
     if (options.checkEntities) await this.#refuseTenantEntitiesWithoutTables();
     this.#fleet = new FleetMigrator({
-      sharedDataSource: shared,
+      server: home,
       searchPaths: this.#searchPaths,
       registry: this.#registry,
       ledger: this.#ledger,
@@ -973,23 +947,19 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       migrationGuard: options.migrationGuard,
       log: this.#log,
       // The pool's real size: `dataSource.extra.max` overrides poolSize, as in TypeORM.
-      defaultConcurrency: Math.max(1, Math.floor(this.#poolMax() / 2)),
-      poolSize: this.#poolMax(),
+      defaultConcurrency: Math.max(1, Math.floor(home.poolMax / 2)),
+      poolSize: home.poolMax,
       owner: this,
       nonTransactionalMigrations: this.#tenantMigrations.some(declaresNonTransactional),
-      buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
-      inLockedTransaction: (dataSource, lockName, work, isolation) => this.#inLockedTransaction(dataSource, lockName, work, isolation),
     });
     this.#lifecycle = new TenantLifecycle({
-      sharedDataSource: shared,
+      server: home,
       registry: this.#registry,
       domains: this.#domains,
       events: this.#events,
       plugins: this.#plugins,
       dropBatchSize: options.dropBatchSize,
-      inLockedTransaction: (dataSource, lockName, work) => this.#inLockedTransaction(dataSource, lockName, work),
       evict: (slug) => this.#cache.evict(slug),
-      buildTenantDataSource: (schemaName) => this.#buildTenantDataSource(schemaName),
       dropTenantRole: (runner, schemaName) => dropTenantRole(runner, this.#roleOf(schemaName)),
       migrateInTransaction: async (dataSource, runner, slug, schemaName) => {
         try {
@@ -1021,12 +991,10 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async #teardown(): Promise<void> {
     await this.#cache.clear();
     if (this.#shared !== undefined) unpinSharedActiveRecord(this.#shared);
-    if (this.#shared?.isInitialized) await this.#shared.destroy();
     this.#shared = undefined;
-    const pools = [...this.#pools.values()];
-    this.#pools.clear();
-    this.#pool = undefined;
-    await Promise.all(pools.map((pool) => closeSharedPool(pool)));
+    const home = this.#home;
+    this.#home = undefined;
+    await home?.close();
     if (this.#pinned) {
       this.#pinned = false;
       releaseSharedSchema();
@@ -1067,7 +1035,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
   /** The tenant role of `schemaName` (roles are cluster-wide: the name includes the database). */
   #roleOf(schemaName: string): string {
-    return tenantRoleName(this.#driverFacts!.database ?? '', schemaName);
+    return tenantRoleName(this.#home!.database, schemaName);
   }
 
   get #migrationsTableName(): string {
@@ -1160,13 +1128,13 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const pending = await this.#isPending(slug);
     const role = this.#options.isolation === 'role' ? this.#roleOf(record.schemaName) : undefined;
     const fence: DropFence = { slug, dropped: false };
-    const dataSource = await this.#buildTenantDataSource(record.schemaName, {
+    const dataSource = await this.#home!.buildDataSource(record.schemaName, {
       kind: 'served',
       searchPath: this.#searchPaths.tenantRaw(record.schemaName),
       role,
       sessionUser: this.#reserved.connectingRole,
       fence,
-      queryCache: this.#queryCache?.tenantOption(tenantCachePrefix(this.#driverFacts!.database ?? '', record.schemaName, record.createdAt)),
+      queryCache: this.#queryCache?.tenantOption(tenantCachePrefix(this.#home!.database, record.schemaName, record.createdAt)),
       sqlComment: this.#options.sqlComment ? tenantSqlCommentPrefix(record.slug) : undefined,
     });
     let fences = this.#fences.get(record.schemaName);
@@ -1203,7 +1171,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   /** `checkEntities`: every tenant entity has a table at the head of the tenant migrations. */
   async #refuseTenantEntitiesWithoutTables(): Promise<void> {
     const throwaway = `${LIBRARY_SCHEMA_PREFIX}check_${randomBytes(6).toString('hex')}`;
-    const dataSource = await this.#buildTenantDataSource(throwaway);
+    const dataSource = await this.#home!.buildDataSource(throwaway);
     let missing: MissingTenantTable[];
     try {
       missing = await missingTenantTables(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway));
@@ -1226,7 +1194,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * or none when `installExtensions` is off.
    */
   async #checkModel(installExtensions: boolean): Promise<string[]> {
-    const all = await this.#buildTenantDataSource(UNQUALIFIED_SCHEMA_SENTINEL);
+    const all = await this.#home!.buildDataSource(UNQUALIFIED_SCHEMA_SENTINEL);
     try {
       const shared = new Set(this.#partition!.sharedEntities);
       const tenantTables = new Map<string, string>();
@@ -1245,69 +1213,6 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       return installExtensions ? await requiredExtensions(all) : [];
     } finally {
       await all.destroy();
-    }
-  }
-
-  /**
-   * A DataSource bound to `schemaName` over the shared pool (see
-   * `buildTenantDataSource`). A served DataSource fences raw SQL to the
-   * tenant; without `served` it is a library DataSource (provisioning,
-   * migrations, lifecycle), whose runners set their own search_path.
-   */
-  async #buildTenantDataSource(schemaName: string, served?: ServedRawSql): Promise<DataSource> {
-    const role = served?.role;
-    return buildTenantDataSource({
-      connection: this.#options.connection,
-      schemaName,
-      entities: [...this.#partition!.tenantEntities, ...this.#partition!.sharedEntities],
-      migrations: this.#tenantMigrations,
-      logger: this.#options.dataSourceLogger(schemaName),
-      // Under role isolation a served DataSource checks connections out as the tenant's role.
-      driver: role === undefined ? this.#facade! : createPgDriverFacade(this.#pool!, { role }),
-      facts: this.#driverFacts!,
-      sharedSchema: this.#options.sharedSchema,
-      sharedTables: this.#sharedTables,
-      sharedDataSource: () => this.#shared,
-      rawSql: served ?? { kind: 'library' },
-      queryCache: served?.queryCache,
-    });
-  }
-
-  /** The size of the manager's pool, as pg was given it. */
-  #poolMax(): number {
-    const pool = this.#pools.get(serverKeyOf(this.#options.connection));
-    const max = (pool as unknown as { options?: { max?: unknown } } | undefined)?.options?.max;
-    return typeof max === 'number' && max > 0 ? max : (this.#options.connection.poolSize ?? DEFAULT_POOL_SIZE);
-  }
-
-  /**
-   * Runs `work` in a transaction on `dataSource`, after taking a
-   * transaction-level advisory lock on `lockName` (so it also works behind a
-   * transaction pooler) with `lock_timeout` bounding every wait.
-   */
-  async #inLockedTransaction<T>(
-    dataSource: DataSource,
-    lockName: string,
-    work: (runner: QueryRunner & SqlRunner) => Promise<T>,
-    isolation?: 'READ COMMITTED',
-  ): Promise<T> {
-    const runner = dataSource.createQueryRunner();
-    try {
-      await runner.startTransaction(isolation);
-      try {
-        await pollAdvisoryLock(runner, `typeorm-tenants:${lockName}`, this.#options.lockTimeoutMs);
-        const result = await work(runner);
-        await runner.commitTransaction();
-        return result;
-      } catch (error) {
-        // The original error is what the caller needs. A rollback that fails
-        // means the connection is broken, and PostgreSQL discards the open
-        // transaction with it; releasing the runner drops the connection.
-        if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
-        throw error;
-      }
-    } finally {
-      await runner.release();
     }
   }
 }

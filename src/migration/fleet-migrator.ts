@@ -1,6 +1,7 @@
 import type { DataSource, QueryRunner } from 'typeorm';
 import { InvalidArgumentError, TenancyError, TenantMigrationError, TenantNotFoundError, databaseErrorOf, sqlStateOf } from '../errors';
 import type { TenantRegistry, SqlRunner } from '../registry/tenant-registry';
+import type { TenantServer } from '../data-source/tenant-server';
 import type { SearchPaths } from '../naming/search-paths';
 import { TENANT_STATUSES, type TenantRecord, type TenantStatus } from '../registry/tenant-record';
 import {
@@ -39,7 +40,8 @@ export interface TenantMigrationStatus {
 
 /** What the fleet migrator needs from the manager. */
 export interface SchemaAccess {
-  readonly sharedDataSource: DataSource;
+  /** The server the tenants live on (its shared schema holds the registry and the ledger). */
+  readonly server: TenantServer;
   /** The search path of each tenant's migrations. */
   readonly searchPaths: SearchPaths;
   readonly registry: TenantRegistry;
@@ -57,15 +59,6 @@ export interface SchemaAccess {
   readonly migrationGuard: MigrationGuardMode;
   /** The manager, named in the diagnostics_channel message of each tenant. */
   readonly owner?: object;
-  /** A fresh DataSource bound to `schemaName` over the shared pool; the caller destroys it. */
-  buildTenantDataSource(schemaName: string): Promise<DataSource>;
-  /** Runs `work` in a transaction holding the advisory lock `lockName`, at the given isolation level (default: the connection's). */
-  inLockedTransaction<T>(
-    dataSource: DataSource,
-    lockName: string,
-    work: (runner: QueryRunner & SqlRunner) => Promise<T>,
-    isolation?: 'READ COMMITTED',
-  ): Promise<T>;
 }
 
 // Suspended tenants are migrated too, so that resuming one serves a current
@@ -170,7 +163,7 @@ export class FleetMigrator {
 
   async migrationStatus(): Promise<TenantMigrationStatus[]> {
     const access = this.#access;
-    const entries = await access.ledger.entries(access.sharedDataSource);
+    const entries = await access.ledger.entries(access.server.sharedDataSource);
     return entries.map((entry) => {
       const applied = new Set(entry.applied);
       return {
@@ -273,9 +266,9 @@ export class FleetMigrator {
     });
     let dataSource: DataSource | undefined;
     try {
-      dataSource = await access.buildTenantDataSource(schemaName);
+      dataSource = await access.server.buildDataSource(schemaName);
       const ds = dataSource;
-      const outcome = await access.inLockedTransaction(
+      const outcome = await access.server.inLockedTransaction(
         ds,
         `schema:${schemaName}`,
         async (runner) => {
@@ -331,7 +324,7 @@ export class FleetMigrator {
   async #scope(slugs: readonly string[] | undefined, statuses: readonly TenantStatus[]): Promise<LedgerScopeTenant[]> {
     const access = this.#access;
     const named = slugs === undefined ? undefined : [...new Set(slugs)];
-    const scope = await access.ledger.scope(access.sharedDataSource, access.tenantMigrationNames, statuses, named);
+    const scope = await access.ledger.scope(access.server.sharedDataSource, access.tenantMigrationNames, statuses, named);
     if (named !== undefined && scope.length !== named.length) {
       const found = new Set(scope.map((t) => t.slug));
       throw new TenantNotFoundError(named.find((slug) => !found.has(slug))!);

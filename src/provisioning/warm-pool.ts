@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import type { DataSource, QueryRunner } from 'typeorm';
 import { applyPendingMigrations } from '../migration/schema-migrator';
 import type { MigrationGuardMode } from '../migration/migration-guard';
 import { LIBRARY_SCHEMA_PREFIX } from '../naming/tenant-slug';
 import type { SearchPaths } from '../naming/search-paths';
 import { quoteIdent } from '../naming/quote-ident';
 import type { SqlRunner } from '../registry/tenant-registry';
+import type { TenantServer } from '../data-source/tenant-server';
 
 /** Settings of the warm pool of pre-provisioned tenant schemas. */
 export interface WarmPoolOptions {
@@ -15,7 +15,8 @@ export interface WarmPoolOptions {
 
 /** What the warm pool needs from the manager. */
 export interface WarmPoolAccess {
-  readonly sharedDataSource: DataSource;
+  /** The server the spares are made on (their list lives in its shared schema). */
+  readonly server: TenantServer;
   readonly sharedSchema: string;
   /** The search path of each spare's migrations. */
   readonly searchPaths: SearchPaths;
@@ -25,8 +26,6 @@ export interface WarmPoolAccess {
   readonly tenantMigrationNames: readonly string[];
   /** Keeps each spare's migrations inside its schema. */
   readonly migrationGuard: MigrationGuardMode;
-  buildTenantDataSource(schemaName: string): Promise<DataSource>;
-  inLockedTransaction<T>(dataSource: DataSource, lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T>;
   /** True while the manager serves; the refill loop stops when it turns false. */
   isServing(): boolean;
   /** Reports a failure of background work (refill). */
@@ -138,7 +137,7 @@ export class WarmPool {
   async #refillOnce(): Promise<void> {
     const access = this.#access;
     const known = access.tenantMigrationNames;
-    const stale: Array<{ schema_name: string }> = await access.sharedDataSource.query(
+    const stale: Array<{ schema_name: string }> = await access.server.sharedDataSource.query(
       `SELECT schema_name FROM ${this.#table} WHERE NOT applied @> $1::text[] ORDER BY created_at`,
       [known],
     );
@@ -159,9 +158,9 @@ export class WarmPool {
   async #createSpare(): Promise<boolean> {
     const access = this.#access;
     const schemaName = `${WARM_SCHEMA_PREFIX}${randomBytes(8).toString('hex')}`;
-    const dataSource = await access.buildTenantDataSource(schemaName);
+    const dataSource = await access.server.buildDataSource(schemaName);
     try {
-      return await access.inLockedTransaction(dataSource, `warm-pool:${this.#table}`, async (runner) => {
+      return await access.server.inLockedTransaction(dataSource, `warm-pool:${this.#table}`, async (runner) => {
         const { total } = await this.count(runner);
         if (total >= this.#size) return false;
         await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
@@ -179,9 +178,9 @@ export class WarmPool {
 
   async #migrateSpare(schemaName: string): Promise<void> {
     const access = this.#access;
-    const dataSource = await access.buildTenantDataSource(schemaName);
+    const dataSource = await access.server.buildDataSource(schemaName);
     try {
-      await access.inLockedTransaction(dataSource, `schema:${schemaName}`, async (runner) => {
+      await access.server.inLockedTransaction(dataSource, `schema:${schemaName}`, async (runner) => {
         // Claimed meanwhile: nothing to do.
         const rows: unknown[] = await runner.query(`SELECT 1 FROM ${this.#table} WHERE schema_name = $1 FOR UPDATE`, [schemaName]);
         if (rows.length === 0) return;

@@ -1,10 +1,11 @@
-import type { DataSource, QueryRunner } from 'typeorm';
+import type { QueryRunner } from 'typeorm';
 import { InvalidArgumentError, InvalidTenantStateError, TenantDomainNotFoundError, TenantDomainTakenError, TenantNotFoundError } from '../errors';
 import type { TenantEvents } from '../manager/tenant-events';
 import { normaliseHostname } from '../naming/hostname';
 import { quoteIdent } from '../naming/quote-ident';
 import type { SqlRunner } from './tenant-registry';
 import type { TenantStatus } from './tenant-record';
+import type { TenantServer } from '../data-source/tenant-server';
 
 /** One row of the domains registry: a hostname and the tenant it serves. */
 export interface TenantDomain {
@@ -51,10 +52,8 @@ export const DOMAIN_SNAPSHOT: unique symbol = Symbol('typeorm-tenants.domainSnap
 
 /** What the domains registry needs from the manager. */
 export interface TenantDomainsAccess {
-  /** The shared DataSource (available once the manager is initialised). */
-  sharedDataSource(): DataSource;
-  /** Runs `work` in a transaction of the shared DataSource holding the advisory lock `lockName`. */
-  inLockedTransaction<T>(lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T>;
+  /** The home server, whose shared schema holds the registry (available once the manager is initialised). */
+  homeServer(): TenantServer;
   readonly events: TenantEvents;
 }
 
@@ -99,6 +98,12 @@ export class TenantDomains {
     this.#access = access;
   }
 
+  /** Runs `work` in a transaction of the shared DataSource holding the advisory lock `lockName`. */
+  #inLockedTransaction<T>(lockName: string, work: (runner: QueryRunner & SqlRunner) => Promise<T>): Promise<T> {
+    const server = this.#access.homeServer();
+    return server.inLockedTransaction(server.sharedDataSource, lockName, work);
+  }
+
   /** Creates the tables if they are missing (after the tenant registry). Run it under the initialisation lock. */
   async ensureTable(sql: SqlRunner): Promise<void> {
     // Every constraint is declared in the table, so PostgreSQL names it (never truncating into another's name) and
@@ -130,7 +135,7 @@ export class TenantDomains {
     const host = normaliseHostname(hostname);
     const primary = optionalBoolean(options?.primary, 'primary');
     const verified = optionalBoolean(options?.verified, 'verified');
-    const changes = await this.#access.inLockedTransaction(`domain:${host}`, async (runner) => {
+    const changes = await this.#inLockedTransaction(`domain:${host}`, async (runner) => {
       const status = await this.#lockTenant(runner, slug);
       if (status === undefined) throw new TenantNotFoundError(slug);
       if (status === 'dropping') {
@@ -166,7 +171,7 @@ export class TenantDomains {
     const host = normaliseHostname(hostname);
     const primary = optionalBoolean(options?.primary, 'primary');
     const verified = optionalBoolean(options?.verified, 'verified');
-    const changes = await this.#access.inLockedTransaction(`domain:${host}`, async (runner) => {
+    const changes = await this.#inLockedTransaction(`domain:${host}`, async (runner) => {
       const existing = await this.#find(runner, host);
       if (existing === undefined) throw new TenantDomainNotFoundError(host);
       // A drop of the tenant that committed meanwhile freed the hostname.
@@ -180,7 +185,7 @@ export class TenantDomains {
   /** Removes `hostname` from its tenant and returns what it was; see the manager's `removeTenantDomain`. */
   async remove(hostname: unknown): Promise<TenantDomain> {
     const host = normaliseHostname(hostname);
-    const removed = await this.#access.inLockedTransaction(`domain:${host}`, async (runner) => {
+    const removed = await this.#inLockedTransaction(`domain:${host}`, async (runner) => {
       const rows: DomainRow[] = await runner.query(
         `WITH removed AS (DELETE FROM ${this.#table} WHERE hostname = $1 RETURNING ${COLUMNS}) SELECT * FROM removed`,
         [host],
@@ -200,7 +205,7 @@ export class TenantDomains {
    * @throws TenantNotFoundError when `slug` names no tenant.
    */
   async list(slug: string | undefined): Promise<TenantDomain[]> {
-    const sql = this.#access.sharedDataSource();
+    const sql = this.#access.homeServer().sharedDataSource;
     if (slug === undefined) {
       const rows: DomainRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} ORDER BY slug COLLATE "C", is_primary DESC, hostname COLLATE "C"`);
       return rows.map(toDomain);
@@ -218,7 +223,7 @@ export class TenantDomains {
 
   /** The domain of `hostname` (normalised first), or `undefined` when no tenant has it. */
   async find(hostname: unknown): Promise<TenantDomain | undefined> {
-    return this.#find(this.#access.sharedDataSource(), normaliseHostname(hostname));
+    return this.#find(this.#access.homeServer().sharedDataSource, normaliseHostname(hostname));
   }
 
   /**
@@ -244,8 +249,8 @@ export class TenantDomains {
     // unchanged the domains table is not even scanned (a join on the same
     // condition would read every row and discard it).
     const rows: Array<{ generation: string | null; hostname: string | null; slug: string; verified: boolean }> = await this.#access
-      .sharedDataSource()
-      .query(
+      .homeServer()
+      .sharedDataSource.query(
         `SELECT generation::text AS generation, NULL::text AS hostname, NULL::text AS slug, NULL::boolean AS verified FROM ${this.#generation}
          UNION ALL
          SELECT NULL, hostname, slug, verified FROM ${this.#table} WHERE (SELECT generation::text FROM ${this.#generation}) <> $1`,
