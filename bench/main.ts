@@ -3,7 +3,9 @@ import { join } from 'node:path';
 
 /**
  * `npm run bench [-- --quick ...]`: the routing benchmark (every argument
- * goes to it), then the provisioning and fleet benchmark, the
+ * goes to it), then the provisioning and fleet benchmark, the fan-out
+ * benchmark (under `--expose-gc`: it measures heap above a forced GC), the
+ * export/import benchmark, the
  * migration-guard benchmark, the HTTP benchmark, the cache-scale
  * benchmark and the testing-kit benchmark (`--quick` only), each in its own
  * process so none disturbs another's heap; the cache benchmark runs under
@@ -16,6 +18,8 @@ function main(): void {
   const parts: Array<[string, string[], string[]]> = [
     ['run.js', [], args],
     [join('fleet', 'run.js'), [], quickOnly],
+    [join('fan-out', 'run.js'), ['--expose-gc'], quickOnly],
+    [join('portability', 'run.js'), [], quickOnly],
     [join('migration-guard', 'run.js'), [], quickOnly],
     [join('http', 'run.js'), [], quickOnly],
     [join('cache', 'run.js'), ['--expose-gc'], quickOnly],

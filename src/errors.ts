@@ -31,6 +31,7 @@ export type TenancyErrorCode =
   | 'TENANT_RECENTLY_DROPPED'
   | 'MIGRATION_GENERATION_FAILED'
   | 'TENANT_MIGRATION_PENDING'
+  | 'TENANT_ARCHIVE_INVALID'
   | 'INVALID_TENANT_NAME'
   | 'TENANT_NOT_ACTIVE'
   | 'TENANT_SUSPENDED'
@@ -371,6 +372,23 @@ export class MigrationEscapeError extends TenancyError {
 
 function describeObject(object: MigrationOutsideTenantObject): string {
   return object.schema === null ? `${object.kind} "${object.name}"` : `${object.kind} ${object.name} in schema "${object.schema}"`;
+}
+
+/**
+ * A tenant archive given to `importTenant` cannot be imported: not an
+ * archive, cut short, made at a migration head this code does not have,
+ * naming tables or columns the tenant migrations do not create, or holding
+ * rows that do not match its manifest's counts and checksums. Nothing was
+ * created.
+ */
+export class TenantArchiveError extends TenancyError {
+  override readonly name = 'TenantArchiveError';
+  readonly code = 'TENANT_ARCHIVE_INVALID';
+  readonly statusCode = 400;
+
+  constructor(reason: string) {
+    super(`The tenant archive cannot be imported: ${reason}. Nothing was created.`);
+  }
 }
 
 /** An argument other than a slug has the wrong type or value. */

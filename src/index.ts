@@ -1,6 +1,6 @@
 export { TenantScoped, isTenantScoped } from './entity/tenant-scoped';
 export { TenantDataSourceManager } from './manager/tenant-data-source-manager';
-export type { CreateTenantOptions, GenerateMigrationOptions, GeneratedMigration, TenantManagerStats } from './manager/tenant-data-source-manager';
+export type { CreateTenantOptions, ImportTenantOptions, GenerateMigrationOptions, GeneratedMigration, TenantManagerStats } from './manager/tenant-data-source-manager';
 export type { AddTenantDomainOptions, TenantDomain, UpdateTenantDomainOptions } from './registry/tenant-domains';
 export { HOSTNAME_RULE, MAX_HOSTNAME_LENGTH, normaliseHostname } from './naming/hostname';
 export type { MigrationStatement } from './migration/migration-source';
@@ -75,8 +75,10 @@ export {
   JobTenantChangedError,
   InvalidFileKeyError,
   TenantFileNotFoundError,
+  TenantArchiveError,
 } from './errors';
 export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
+export type { TenantArchiveManifest } from './portability/tenant-archive';
 export type { MigrationGuardMode } from './migration/migration-guard';
 export { tenantSchemaOf } from './migration/migration-schema';
 export type { TenantEventMap, TenantEventName } from './manager/tenant-events';
@@ -104,3 +106,22 @@ export { ResolutionCache, DEFAULT_RESOLUTION_CACHE_OPTIONS } from './http/resolu
 export type { ResolutionCacheOptions, ResolutionCacheStats } from './http/resolution-cache';
 export { TenantRequiredError, TenantForbiddenError, tenancyErrorBody } from './http/http-errors';
 export type { HttpTenancyErrorCode, TenancyErrorBody, TenancyErrorBodyOptions } from './http/http-errors';
+export type {
+  FanOutOptions,
+  ForEachTenantOptions,
+  TenantWorkReport,
+  TenantWorkResult,
+  TenantWorkStatus,
+  TenantWorkTotals,
+} from './fan-out/for-each-tenant';
+export { DEFAULT_FAN_OUT_STATEMENT_TIMEOUT_MS, DEFAULT_TENANT_COLUMN } from './fan-out/query-across-tenants';
+export type { TenantScriptContext } from './cli/commands/fan-out-commands';
+export type {
+  AggregateAcrossTenantsOptions,
+  QueryAcrossTenantsOptions,
+  TenantAggregateResult,
+  TenantQueryFailure,
+  TenantQueryResult,
+  TenantQueryTotals,
+} from './fan-out/query-across-tenants';
+export type { AggregateFunction, AggregateGroup } from './fan-out/group-aggregator';

@@ -41,6 +41,7 @@ import {
   JobTenantChangedError,
   InvalidFileKeyError,
   TenantFileNotFoundError,
+  TenantArchiveError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -81,6 +82,7 @@ const samples: TenancyError[] = [
   new JobTenantChangedError('job "42" (send-invoice) of queue "mail"', 'acme', 'm1x2y3', 'm1x9z0'),
   new InvalidFileKeyError('../etc/passwd', 'a ".." segment would leave the folder it names'),
   new TenantFileNotFoundError('invoices/2024/1.pdf'),
+  new TenantArchiveError('its manifest is not JSON'),
 ];
 
 describe('errors', () => {

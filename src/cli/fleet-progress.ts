@@ -1,7 +1,6 @@
 import { Console } from 'node:console';
 import { Writable } from 'node:stream';
 import { MultiBar, type SingleBar } from 'cli-progress';
-import type { FleetTenantResult } from '../migration/fleet-run';
 
 /** Where the progress bar is drawn: a terminal stream (stderr, so stdout stays clean). */
 export interface ProgressStream extends NodeJS.WritableStream {
@@ -36,8 +35,8 @@ export class FleetProgress {
     this.#label = label;
   }
 
-  /** Feeds one tenant's result; pass it as (or from) the run's `onProgress`. */
-  update(result: FleetTenantResult, processed: number, total: number): void {
+  /** Feeds one tenant's result (of a fleet run or a fan-out); pass it as (or from) the run's `onProgress`. */
+  update<R extends { readonly slug: string; readonly status: string }>(result: R, processed: number, total: number): void {
     if (result.status === 'failed') this.#failed += 1;
     else this.#done += 1;
     if (this.#bars === undefined) {

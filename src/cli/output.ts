@@ -54,6 +54,11 @@ export class Output {
     this.#streams.stdout.write(this.json ? `${JSON.stringify(value, null, 2)}\n` : render(value));
   }
 
+  /** Prints `text` on stdout as it is, in either mode: for a format the user asked for by name (`exec --csv`). */
+  write(text: string): void {
+    this.#streams.stdout.write(text);
+  }
+
   /** A progress bar on stderr for a fleet run, or `undefined` in JSON mode or when stderr is no terminal. */
   progress(label: string): FleetProgress | undefined {
     if (this.json || this.#streams.stderr.isTTY !== true) return undefined;

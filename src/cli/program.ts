@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { CliSession } from './cli-session';
 import { registerDomainCommands } from './commands/domain-commands';
+import { registerFanOutCommands } from './commands/fan-out-commands';
 import { registerFleetCommands } from './commands/fleet-commands';
 import { registerMigrationCommands } from './commands/migration-commands';
 import { registerTenantCommands } from './commands/tenant-commands';
@@ -51,6 +52,7 @@ export function buildProgram(streams: CliStreams, cwd: string): CliProgram {
   registerFleetCommands(program, session);
   registerMigrationCommands(program, session);
   registerDomainCommands(program, session);
+  registerFanOutCommands(program, session);
   // Every subcommand reports usage errors the same way as the program.
   for (const command of program.commands) {
     command.exitOverride().showSuggestionAfterError(true).configureOutput(program.configureOutput());

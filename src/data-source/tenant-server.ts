@@ -163,7 +163,7 @@ export class TenantServer {
     dataSource: DataSource,
     lockName: string,
     work: (runner: QueryRunner & SqlRunner) => Promise<T>,
-    isolation?: 'READ COMMITTED',
+    isolation?: 'READ COMMITTED' | 'REPEATABLE READ',
   ): Promise<T> {
     const runner = dataSource.createQueryRunner();
     try {

@@ -1,8 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import type { Readable, Writable } from 'node:stream';
 import { DataSource, type MigrationInterface } from 'typeorm';
 import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner, type RunState } from '../context/tenant-context';
 import { LeaseCache, type Lease } from '../data-source/lease-cache';
 import { TenantServer } from '../data-source/tenant-server';
+import { exportTenantArchive, type ExportSettings } from '../portability/export-tenant';
+import { loadTenantArchive, migrationsAfterHead, openTenantArchive, type OpenedArchive } from '../portability/import-tenant';
+import type { TenantArchiveManifest } from '../portability/tenant-archive';
 import {
   DEFAULT_POOL_OPTIONS,
   DEFAULT_POOL_SIZE,
@@ -59,6 +63,15 @@ import { searchPathsOf, type SearchPaths } from '../naming/search-paths';
 import { LIBRARY_SCHEMA_PREFIX, validateTenantSlug, type ReservedNames } from '../naming/tenant-slug';
 import { checkDefaultSearchPath, installExtensions, requiredExtensions } from '../provisioning/extensions';
 import type { TenantRecord } from '../registry/tenant-record';
+import { forEachTenant, type FanOutHost, type ForEachTenantOptions, type TenantWorkReport } from '../fan-out/for-each-tenant';
+import {
+  aggregateAcrossTenants,
+  queryAcrossTenants,
+  type AggregateAcrossTenantsOptions,
+  type QueryAcrossTenantsOptions,
+  type TenantAggregateResult,
+  type TenantQueryResult,
+} from '../fan-out/query-across-tenants';
 import { TenantRegistry, type SqlRunner } from '../registry/tenant-registry';
 import {
   DOMAIN_SNAPSHOT,
@@ -87,6 +100,12 @@ export interface CreateTenantOptions {
   readonly name?: string;
   /** Seeds the new tenant inside the creation transaction; overrides the manager's `seed` option. */
   readonly seed?: TenantSeed;
+}
+
+/** What `importTenant` takes besides the slug and the archive. */
+export interface ImportTenantOptions {
+  /** Display name. Default: the exported tenant's. */
+  readonly name?: string;
 }
 
 /** What `generateMigration` takes besides the name. */
@@ -307,14 +326,77 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     return traceOperation(this, 'createTenant', slug, () => this.#createTenant(slug, options));
   }
 
-  async #createTenant(slug: string, options: CreateTenantOptions): Promise<TenantRecord> {
+  /**
+   * Writes one tenant, active or suspended, to `destination` (a path, never
+   * overwritten, or a writable stream, ended) as a portable archive: its
+   * migration head, then every table's rows, gzip-compressed, with row
+   * counts, checksums and sequence values. It reads one consistent snapshot
+   * while the service keeps serving the tenant (no write freeze), under the
+   * tenant's advisory lock, so no migration or lifecycle change of it runs
+   * meanwhile. Returns the archive's manifest. For backups, data-portability
+   * requests, and copying a customer into another environment with
+   * `importTenant`.
+   *
+   * @throws InvalidTenantNameError / TenantNotFoundError; TenantNotActiveError for an archived tenant (restore it first).
+   * @throws InvalidArgumentError when the destination file exists.
+   * @example
+   * ```ts
+   * const manifest = await tenants.exportTenant('acme', '/backups/acme.tenant.gz');
+   * manifest.tables; // [{ name: 'client', rows: '1200', checksum: '...', columns: [...] }, ...]
+   * ```
+   */
+  async exportTenant(slug: string, destination: string | Writable): Promise<TenantArchiveManifest> {
+    this.#assertReady('exportTenant()');
+    validateTenantSlug(slug, this.#reserved);
+    const record = await this.#registry.find(this.#shared!, slug);
+    if (record === undefined) throw new TenantNotFoundError(slug);
+    if (record.status !== 'active' && record.status !== 'suspended') throw new TenantNotActiveError(slug, record.status);
+    return exportTenantArchive(this.#home!, record, destination, this.#archiveSettings());
+  }
+
+  /**
+   * Creates the tenant `slug` from an archive of `exportTenant` (a path or
+   * a readable stream): in ONE transaction, as `createTenant` does, its
+   * schema is brought to the archive's migration head, the rows are loaded
+   * and checked against the archive's counts and checksums, sequences are
+   * set, then the code's later tenant migrations run (an archive of an
+   * older version comes out current) and the registry row is inserted. Any
+   * failure leaves nothing. The slug may differ from the exported one.
+   *
+   * @throws TenantArchiveError for an archive that is not one, is damaged, or does not match this code's migrations (nothing created).
+   * @throws InvalidTenantNameError / TenantAlreadyExistsError / TenantRecentlyDroppedError as `createTenant`.
+   * @throws TenantProvisioningError when a migration fails.
+   * @example
+   * ```ts
+   * await staging.importTenant('acme-copy', '/backups/acme.tenant.gz');
+   * ```
+   */
+  importTenant(slug: string, source: string | Readable, options: ImportTenantOptions = {}): Promise<TenantRecord> {
+    return traceOperation(this, 'createTenant', slug, async () => {
+      this.#assertReady('importTenant()');
+      validateTenantSlug(slug, this.#reserved);
+      const archive = await openTenantArchive(source);
+      try {
+        const after = migrationsAfterHead(archive.manifest, this.#tenantMigrationNames);
+        return await this.#createTenant(slug, { name: options.name ?? archive.manifest.name }, { archive, after });
+      } finally {
+        archive.close();
+      }
+    });
+  }
+
+  #archiveSettings(): ExportSettings {
+    return { migrationsTableName: this.#migrationsTableName, metadataTableName: this.#options.connection.metadataTableName ?? 'typeorm_metadata' };
+  }
+
+  async #createTenant(slug: string, options: CreateTenantOptions, imported?: { archive: OpenedArchive; after: string | undefined }): Promise<TenantRecord> {
     this.#assertReady('createTenant()');
     const schemaName = validateTenantSlug(slug, this.#reserved);
     const name = options.name ?? slug;
     if (typeof name !== 'string' || name.length === 0 || name.length > 500) {
       throw new InvalidArgumentError(`The tenant name must be a string of 1 to 500 characters; got ${JSON.stringify(name)}.`);
     }
-    const seed = options.seed ?? this.#options.seed;
+    const seed = imported === undefined ? (options.seed ?? this.#options.seed) : undefined;
     let claimed = false;
     let dataSource: DataSource | undefined;
     try {
@@ -329,7 +411,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         if (droppedAgo !== undefined) throw new TenantRecentlyDroppedError(slug, schemaName, delay - droppedAgo);
         const searchPath = this.#searchPaths.tenantMigration(schemaName);
         try {
-          if (await this.#warmPool?.claim(runner, schemaName)) {
+          if (imported === undefined && (await this.#warmPool?.claim(runner, schemaName))) {
             claimed = true;
             await runner.query(`SET LOCAL search_path TO ${quoteIdentList(searchPath)}`); // for the seed hook
           } else {
@@ -339,7 +421,16 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           if (sqlStateOf(error) === '42P06') throw new TenantAlreadyExistsError(slug, schemaName, undefined);
           throw error;
         }
-        if (!claimed) await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true, guard: this.#options.migrationGuard });
+        const guard = this.#options.migrationGuard;
+        if (imported !== undefined) {
+          // At the archive's head, its rows, then the code's later migrations over them.
+          await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true, guard, stopBefore: imported.after });
+          const settings = this.#archiveSettings();
+          await loadTenantArchive(runner, schemaName, imported.archive, [settings.migrationsTableName, settings.metadataTableName]);
+          if (imported.after !== undefined) await applyPendingMigrations(provisioning, runner, searchPath, { guard });
+        } else if (!claimed) {
+          await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true, guard });
+        }
         if (this.#options.isolation === 'role') {
           await grantTenantRole(runner, this.#roleOf(schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
         }
@@ -478,6 +569,86 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async listTenants(): Promise<TenantRecord[]> {
     this.#assertReady('listTenants()');
     return this.#registry.list(this.#shared!);
+  }
+
+  /**
+   * Runs `fn(tenant)` in every active tenant (or in `options.tenants`, or
+   * those `options.where` selects), each inside `run(slug, ...)` so that
+   * `tenantContext` serves that tenant, at most `concurrency` at once
+   * (default: half the pool size, at least 1), optionally in `waves`.
+   * A tenant whose `fn` throws is reported `failed` and the others go on; a
+   * tenant in scope that is not active (named, or selected by
+   * `where.status`) is reported `skipped` with its status, never dropped
+   * silently. The report has one line per tenant in scope, by slug, with
+   * `fn`'s return value as `value`.
+   *
+   * @throws InvalidArgumentError for bad options; InvalidTenantNameError / TenantNotFoundError for a bad or unknown slug in `tenants` (nothing runs).
+   * @example
+   * ```ts
+   * const report = await tenants.forEachTenant(() => tenantContext.getRepository(Client).count(), { concurrency: 4 });
+   * for (const r of report.results) console.log(r.slug, r.status, r.value ?? r.error?.message);
+   * ```
+   */
+  forEachTenant<T>(fn: (tenant: TenantRecord) => T | Promise<T>, options: ForEachTenantOptions<T> = {}): Promise<TenantWorkReport<T>> {
+    this.#assertReady('forEachTenant()');
+    return forEachTenant(this.#fanOutHost(), fn, options);
+  }
+
+  /**
+   * Runs one read-only SQL statement in every active tenant (scope and
+   * concurrency as `forEachTenant()`), each in a READ ONLY transaction of its
+   * own that is rolled back at the end, under `SET LOCAL search_path` to the
+   * tenant and `SET LOCAL statement_timeout` (`statementTimeoutMs`, default
+   * 30 s). The statement is sent alone with the extended protocol, so a
+   * string of several statements is refused. Rows come back merged, tenants
+   * in slug order, each with a `tenant` column (`tenantColumn`) holding the
+   * slug; a row that already has that column fails its tenant rather than
+   * being overwritten. Tenants that failed (a write, a timeout, an error) or
+   * were skipped are listed in `failures`; the others' rows are returned.
+   *
+   * @throws InvalidArgumentError for bad SQL, parameters or options; TenantNotFoundError for an unknown slug in `tenants` (nothing runs).
+   * @example
+   * ```ts
+   * const { rows, failures } = await tenants.queryAcrossTenants('SELECT count(*)::int AS clients FROM client WHERE created_at > $1', [since]);
+   * // rows: [{ tenant: 'acme', clients: 12 }, { tenant: 'globex', clients: 3 }]
+   * ```
+   */
+  queryAcrossTenants<Row = Record<string, unknown>>(
+    sql: string,
+    params: readonly unknown[] = [],
+    options: QueryAcrossTenantsOptions = {},
+  ): Promise<TenantQueryResult<Row>> {
+    this.#assertReady('queryAcrossTenants()');
+    return queryAcrossTenants<Row>(this.#fanOutHost(), sql, params, options);
+  }
+
+  /**
+   * Runs one read-only statement in every tenant as `queryAcrossTenants()`
+   * does, and merges each tenant's rows into groups (the values of the
+   * `groupBy` columns) as they come, keeping only the groups: memory is
+   * bounded by the number of groups, not of tenants or rows. Each column of
+   * `aggregates` is merged by `count` or `sum` (exact: decimal strings, as
+   * PostgreSQL sends bigint and numeric), `min` or `max`. A tenant that
+   * fails adds nothing to the groups and is listed in `failures`.
+   *
+   * @throws InvalidArgumentError for bad SQL, parameters or options (an aggregate other than count/sum/min/max, no aggregates).
+   * @example
+   * ```ts
+   * const { groups } = await tenants.aggregateAcrossTenants(
+   *   'SELECT status, count(*) AS invoices, sum(total) AS revenue FROM invoice GROUP BY status', [],
+   *   { groupBy: ['status'], aggregates: { invoices: 'count', revenue: 'sum' } },
+   * );
+   * // [{ status: 'open', invoices: '1043', revenue: '98211.50' }, { status: 'paid', ... }]
+   * ```
+   */
+  aggregateAcrossTenants(sql: string, params: readonly unknown[], options: AggregateAcrossTenantsOptions): Promise<TenantAggregateResult> {
+    this.#assertReady('aggregateAcrossTenants()');
+    return aggregateAcrossTenants(this.#fanOutHost(), sql, params, options);
+  }
+
+  /** What the fan-out module needs of this manager: its public runs and reads, and its reserved names. */
+  #fanOutHost(): FanOutHost {
+    return { listTenants: () => this.listTenants(), run: (slug, fn) => this.run(slug, fn), stats: () => this.stats(), reserved: this.#reserved };
   }
 
   /**
@@ -820,7 +991,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       evictions: cache.evictions,
       pendingDisposal: cache.pendingDisposal,
       activeRuns: this.#activeRuns,
-      pool: { total, idle, waiting, max: this.#options.connection.poolSize ?? DEFAULT_POOL_SIZE },
+      // The pool's real size (`dataSource.extra.max` overrides poolSize, as in TypeORM).
+      pool: { total, idle, waiting, max: this.#home?.poolMax ?? this.#options.connection.poolSize ?? DEFAULT_POOL_SIZE },
     };
   }
 

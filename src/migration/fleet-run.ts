@@ -133,7 +133,39 @@ export async function runFleet(
   const started = plan.started ?? performance.now();
   const settled = plan.settled ?? new Map<string, FleetTenantResult>();
   const slugs = settled.size === 0 ? plan.slugs : plan.slugs.filter((slug) => !settled.has(slug));
-  const results = new Map<string, FleetTenantResult>();
+  const results = await runInWaves(slugs, work, options);
+  const notStarted = skipReason(options.signal);
+  const ordered = plan.slugs.map(
+    (slug) =>
+      settled.get(slug) ??
+      results.get(slug) ??
+      ({ slug, status: 'skipped', applied: [], ms: 0, error: { message: notStarted } } satisfies FleetTenantResult),
+  );
+  return { results: ordered, totals: totalsOf(ordered, performance.now() - started) };
+}
+
+/** How `runInWaves` proceeds: `FleetRunOptions` for any kind of per-tenant result. */
+export interface WaveRunOptions<R> {
+  readonly concurrency: number;
+  readonly stopOnError?: boolean;
+  readonly waves?: readonly WaveSize[];
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (result: R, done: number, total: number) => void;
+}
+
+/**
+ * The scheduling under every fleet run (migrations, `forEachTenant`): runs
+ * `work` over `slugs` with at most `concurrency` at once, in waves (a wave
+ * with a failure stops the run), stopping on abort or, with `stopOnError`,
+ * after the first failure. Returns the results of the slugs that ran; those
+ * missing were not started (`skipReason()` says why). `work` must not throw.
+ */
+export async function runInWaves<R extends { readonly status: string }>(
+  slugs: readonly string[],
+  work: (slug: string) => Promise<R>,
+  options: WaveRunOptions<R>,
+): Promise<Map<string, R>> {
+  const results = new Map<string, R>();
   let stop = false;
   let done = 0;
   for (const wave of splitIntoWaves(slugs, options.waves ?? [])) {
@@ -156,17 +188,11 @@ export async function runFleet(
     await Promise.all(Array.from({ length: Math.min(options.concurrency, wave.length) }, worker));
     if (waveFailed && (options.waves?.length ?? 0) > 0) stop = true;
   }
-  const notStarted = skipReason(options.signal);
-  const ordered = plan.slugs.map(
-    (slug) =>
-      settled.get(slug) ??
-      results.get(slug) ??
-      ({ slug, status: 'skipped', applied: [], ms: 0, error: { message: notStarted } } satisfies FleetTenantResult),
-  );
-  return { results: ordered, totals: totalsOf(ordered, performance.now() - started) };
+  return results;
 }
 
-function skipReason(signal: AbortSignal | undefined): string {
+/** The error message of a tenant `runInWaves` did not start. */
+export function skipReason(signal: AbortSignal | undefined): string {
   return signal?.aborted === true ? 'Not started: the run was aborted.' : 'Not started: an earlier failure stopped the run.';
 }
 

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { resolve } from 'node:path';
 import { InvalidTenantStateError, TenantNotFoundError } from '../../errors';
 import type { TenantDataSourceManager } from '../../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../../registry/tenant-record';
@@ -15,7 +16,7 @@ const TRANSITIONS: Readonly<Record<Transition, { readonly summary: string; reado
   restore: { summary: 'bring an archived tenant back, migrated to the current schema', run: (m, slug) => m.restoreTenant(slug) },
 };
 
-/** Registers the commands on single tenants: create, list, show, the lifecycle transitions and drop. */
+/** Registers the commands on single tenants: create, list, show, the lifecycle transitions, drop, export and import. */
 export function registerTenantCommands(program: Command, session: () => CliSession): void {
   program
     .command('create')
@@ -59,6 +60,34 @@ export function registerTenantCommands(program: Command, session: () => CliSessi
         cli.output.result(record, (r) => `Tenant "${r.slug}" is ${r.status}.\n`);
       });
   }
+
+  program
+    .command('export')
+    .description("write a tenant (its migration head and every table's rows, gzip-compressed, with counts and checksums) to an archive file, while it keeps being served")
+    .argument('<slug>', 'the tenant slug')
+    .argument('<file>', 'the archive file to create (never overwritten)')
+    .action(async (slug: string, file: string) => {
+      const cli = session();
+      const path = resolve(cli.cwd, file);
+      const manifest = await cli.withManager((m) => m.exportTenant(slug, path));
+      const rows = manifest.tables.reduce((sum, t) => sum + BigInt(t.rows), 0n);
+      cli.output.result(
+        { slug, file: path, migrationHead: manifest.migrations.at(-1) ?? null, tables: manifest.tables.map((t) => ({ name: t.name, rows: t.rows })) },
+        () => `Exported tenant "${slug}" to ${path}: ${manifest.tables.length} tables, ${rows} rows, at migration ${manifest.migrations.at(-1) ?? '(none)'}.\n`,
+      );
+    });
+
+  program
+    .command('import')
+    .description('create a tenant from an archive of export: its rows checked against the archive, then migrated to the current head, in one transaction')
+    .argument('<slug>', 'the slug of the new tenant (may differ from the exported one)')
+    .argument('<file>', 'the archive file')
+    .option('-n, --name <name>', "display name (default: the exported tenant's)")
+    .action(async (slug: string, file: string, options: { name?: string }) => {
+      const cli = session();
+      const record = await cli.withManager((m) => m.importTenant(slug, resolve(cli.cwd, file), options.name === undefined ? {} : { name: options.name }));
+      cli.output.result(record, (r) => `Imported tenant "${r.slug}".\n${renderRecord(r)}`);
+    });
 
   program
     .command('drop')
