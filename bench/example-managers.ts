@@ -28,6 +28,17 @@ export class ExampleManagers {
     return manager;
   }
 
+  /** A manager over several servers (`servers` instead of `dataSource`), with the example model. */
+  async openOn(
+    servers: NonNullable<TenantDataSourceManagerOptions['servers']>,
+    overrides: Partial<TenantDataSourceManagerOptions> = {},
+  ): Promise<TenantDataSourceManager> {
+    const manager = new TenantDataSourceManager({ servers, entities: [Client, Project, Plan], tenantMigrations, sharedMigrations, ...overrides });
+    this.#open.add(manager);
+    await manager.initialize();
+    return manager;
+  }
+
   async close(manager: TenantDataSourceManager): Promise<void> {
     this.#open.delete(manager);
     await manager.destroy();

@@ -31,6 +31,7 @@ export type TenancyErrorCode =
   | 'TENANT_RECENTLY_DROPPED'
   | 'MIGRATION_GENERATION_FAILED'
   | 'TENANT_MIGRATION_PENDING'
+  | 'TENANT_MOVED'
   | 'TENANT_ARCHIVE_INVALID'
   | 'INVALID_TENANT_NAME'
   | 'TENANT_NOT_ACTIVE'
@@ -159,6 +160,29 @@ export class TenantMigrationPendingError extends TenancyError {
         '(typeorm-tenants migrate, or migrateTenants()). Retry later.',
     );
     this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+/**
+ * A statement of a run failed because the tenant moved to another server
+ * while it ran (or while this process still held the old server in its
+ * cached record): it was refused by the old server during the move's write
+ * freeze, or sent there after. Nothing of it was written. HTTP 503 with
+ * `Retry-After`: the next run reaches the tenant on its new server.
+ */
+export class TenantMovedError extends TenancyError {
+  override readonly name = 'TenantMovedError';
+  readonly code = 'TENANT_MOVED';
+  readonly statusCode = 503;
+  readonly retryAfterSeconds = 1;
+
+  constructor(
+    readonly slug: string,
+    /** The server the tenant lives on now. */
+    readonly server: string,
+    cause?: unknown,
+  ) {
+    super(`Tenant "${slug}" moved to server "${server}" while this statement was on its way to the old one; nothing of it was written. Retry it.`, { cause });
   }
 }
 

@@ -1,6 +1,7 @@
 export { TenantScoped, isTenantScoped } from './entity/tenant-scoped';
 export { TenantDataSourceManager } from './manager/tenant-data-source-manager';
-export type { CreateTenantOptions, ImportTenantOptions, GenerateMigrationOptions, GeneratedMigration, TenantManagerStats } from './manager/tenant-data-source-manager';
+export type { MoveTenantOptions, MoveTenantProgress, MoveTenantResult } from './portability/move-tenant';
+export type { CreateTenantOptions, ImportTenantOptions, GenerateMigrationOptions, GeneratedMigration, TenantManagerStats, TenantPoolStats } from './manager/tenant-data-source-manager';
 export type { AddTenantDomainOptions, TenantDomain, UpdateTenantDomainOptions } from './registry/tenant-domains';
 export { HOSTNAME_RULE, MAX_HOSTNAME_LENGTH, normaliseHostname } from './naming/hostname';
 export type { MigrationStatement } from './migration/migration-source';
@@ -21,10 +22,11 @@ export {
   DEFAULT_LOCK_TIMEOUT_MS,
   DEFAULT_MAX_DATA_SOURCES,
   DEFAULT_REGISTRY_TABLE,
+  DEFAULT_SERVER_NAME,
   DEFAULT_SHARED_SCHEMA,
   DEFAULT_TENANT_RECORD_TTL_MS,
 } from './manager/manager-options';
-export type { TenantDataSourceManagerOptions, TenantSeed, TenantSeedContext } from './manager/manager-options';
+export type { TenantDataSourceManagerOptions, TenantPlacement, TenantPlacementContext, TenantSeed, TenantSeedContext } from './manager/manager-options';
 export type { TenancyLogEntry, TenancyLogKind, TenancyLogLevel, TenancyLogger } from './manager/tenancy-logger';
 export type { DropTenantOptions } from './lifecycle/tenant-lifecycle';
 export { tenantIncarnation } from './lifecycle/lifecycle-plugins';
@@ -76,6 +78,7 @@ export {
   InvalidFileKeyError,
   TenantFileNotFoundError,
   TenantArchiveError,
+  TenantMovedError,
 } from './errors';
 export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
 export type { TenantArchiveManifest } from './portability/tenant-archive';

@@ -42,6 +42,7 @@ import {
   InvalidFileKeyError,
   TenantFileNotFoundError,
   TenantArchiveError,
+  TenantMovedError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -83,6 +84,7 @@ const samples: TenancyError[] = [
   new InvalidFileKeyError('../etc/passwd', 'a ".." segment would leave the folder it names'),
   new TenantFileNotFoundError('invoices/2024/1.pdf'),
   new TenantArchiveError('its manifest is not JSON'),
+  new TenantMovedError('acme', 'eu2'),
 ];
 
 describe('errors', () => {

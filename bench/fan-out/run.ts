@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TenantDataSourceManager } from '../../src';
+import { tenantContext, type TenantDataSourceManager } from '../../src';
 import { startScratchDatabase } from '../../support/database';
 import { describeEnvironment } from '../environment';
 import { ExampleManagers } from '../example-managers';
@@ -13,8 +13,10 @@ import { inParallel } from '../routing/fixture';
  * bench`): `queryAcrossTenants('SELECT count(*) FROM client')` over a fleet
  * (1,000 tenants; 30 with --quick) at concurrency 1, 4 and 8: wall time,
  * per-tenant p50/p99, and the process's peak heap and RSS above the level
- * before the call; plus the same count through `aggregateAcrossTenants`.
- * Writes bench/results/fan-out.json and fan-out.md (fan-out-quick.* with --quick).
+ * before the call; plus the same count through `aggregateAcrossTenants`;
+ * then the same fleet placed on 2 servers (a second embedded PostgreSQL on
+ * this machine, the fewest-tenants placement: half on each), concurrency
+ * per server. Writes bench/results/fan-out.json and fan-out.md (fan-out-quick.* with --quick).
  */
 
 interface Sizes {
@@ -42,25 +44,14 @@ async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const sizes = quick ? QUICK_SIZES : DEFAULT_SIZES;
   const database = await startScratchDatabase({ settings: { max_connections: 200, max_locks_per_transaction: 256 } });
+  let second: Awaited<ReturnType<typeof startScratchDatabase>> | undefined;
   const managers = new ExampleManagers(database.url, { poolSize: 10, logging: false });
   const started = performance.now();
   try {
     log(`database: ${database.description}`);
     const environment = await describeEnvironment(database.url, database.embedded, database.description);
     const manager = await managers.open({ registryTable: 'fan_out', maxDataSources: sizes.tenants + 10 });
-    const slugs = Array.from({ length: sizes.tenants }, (_, i) => `fan-${String(i).padStart(5, '0')}`);
-    const createSeconds = await timed(() =>
-      inParallel(slugs, 4, async (slug) => {
-        await manager.createTenant(slug);
-        const values = Array.from({ length: sizes.clientsPerTenant }, (_, i) => `('c${i}', 'c${i}@${slug}.test')`).join(', ');
-        await manager.sharedDataSource.query(`INSERT INTO "${slug.replace(/-/g, '_')}".client (name, email) VALUES ${values}`);
-      }),
-    );
-    log(`fleet of ${sizes.tenants} created in ${createSeconds.toFixed(1)} s`);
-    // A first pass opens every tenant's DataSource, so the timed runs measure the fan-out, not DataSource initialisation.
-    const warmup = await timed(() => manager.queryAcrossTenants('SELECT 1', [], { concurrency: 8 }));
-    log(`warm-up pass (opens ${sizes.tenants} DataSources): ${warmup.toFixed(2)} s`);
-
+    await createFleet(manager, sizes, 'fan');
     const runs: RunFigures[] = [];
     for (const concurrency of CONCURRENCIES) {
       runs.push(await measure(manager, concurrency, sizes));
@@ -71,6 +62,25 @@ async function main(): Promise<void> {
       const expected = String(sizes.tenants * sizes.clientsPerTenant);
       if (result.groups[0]?.clients !== expected) throw new Error(`aggregate: expected ${expected} clients, got ${JSON.stringify(result.groups)}`);
     });
+    await managers.close(manager);
+
+    // The same fleet on 2 servers: a second PostgreSQL, embedded, on this machine.
+    second = await startScratchDatabase({ forceEmbedded: true, settings: { max_connections: 200, max_locks_per_transaction: 256 } });
+    log(`second server: ${second.description}`);
+    const pair = await managers.openOn(
+      { one: { type: 'postgres', url: database.url, poolSize: 10, logging: false }, two: { type: 'postgres', url: second.url, poolSize: 10, logging: false } },
+      { registryTable: 'fan_out_pair', maxDataSources: sizes.tenants + 10 },
+    );
+    await createFleet(pair, sizes, 'pair');
+    const placed = pair.stats().servers;
+    const twoServerRuns: RunFigures[] = [];
+    for (const concurrency of CONCURRENCIES) {
+      twoServerRuns.push(await measure(pair, concurrency, sizes));
+      log(`2 servers, concurrency ${concurrency} per server: ${JSON.stringify(twoServerRuns[twoServerRuns.length - 1])}`);
+    }
+    const perServer = Object.fromEntries(
+      await Promise.all(Object.keys(placed).map(async (name) => [name, (await pair.listTenants({ where: { server: name } })).length] as const)),
+    );
     const report = {
       benchmark: 'fan-out',
       generatedAt: new Date().toISOString(),
@@ -79,6 +89,7 @@ async function main(): Promise<void> {
       sizes,
       poolSize: 10,
       runs,
+      twoServers: { tenantsPerServer: perServer, secondServer: second.description, runs: twoServerRuns },
       aggregateConcurrency8Ms: Math.round(aggregateSeconds * 1000),
       durationSeconds: 0,
     };
@@ -90,8 +101,25 @@ async function main(): Promise<void> {
     console.log(markdown);
   } finally {
     await managers.closeAll();
+    await second?.stop();
     await database.stop();
   }
+}
+
+/** Creates the fleet (4 at a time), puts `clientsPerTenant` clients in each, then opens every tenant's DataSource once. */
+async function createFleet(manager: TenantDataSourceManager, sizes: Sizes, prefix: string): Promise<void> {
+  const slugs = Array.from({ length: sizes.tenants }, (_, i) => `${prefix}-${String(i).padStart(5, '0')}`);
+  const createSeconds = await timed(() =>
+    inParallel(slugs, 4, async (slug) => {
+      await manager.createTenant(slug);
+      const values = Array.from({ length: sizes.clientsPerTenant }, (_, i) => `('c${i}', 'c${i}@${slug}.test')`).join(', ');
+      await manager.run(slug, () => tenantContext.query(`INSERT INTO client (name, email) VALUES ${values}`));
+    }),
+  );
+  log(`fleet of ${sizes.tenants} created in ${createSeconds.toFixed(1)} s`);
+  // A first pass opens every tenant's DataSource, so the timed runs measure the fan-out, not DataSource initialisation.
+  const warmup = await timed(() => manager.queryAcrossTenants('SELECT 1', [], { concurrency: 8 }));
+  log(`warm-up pass (opens ${sizes.tenants} DataSources): ${warmup.toFixed(2)} s`);
 }
 
 /** One timed `queryAcrossTenants` with memory sampled every 5 ms; checks every tenant answered the right count. */
@@ -147,6 +175,7 @@ function renderMarkdown(report: {
   sizes: Sizes;
   poolSize: number;
   runs: RunFigures[];
+  twoServers: { tenantsPerServer: Record<string, number>; secondServer: string; runs: RunFigures[] };
   aggregateConcurrency8Ms: number;
   durationSeconds: number;
 }): string {
@@ -165,7 +194,18 @@ function renderMarkdown(report: {
       (r) => `| ${r.concurrency} | ${r.wallMs} ms | ${r.tenantsPerSecond} | ${r.tenantP50Ms} / ${r.tenantP99Ms} ms | ${r.peakHeapDeltaMb} MB | ${r.peakRssDeltaMb} MB |`,
     ),
     '',
-    `\`aggregateAcrossTenants\` of the same count (sum), concurrency 8: ${report.aggregateConcurrency8Ms} ms. Whole benchmark: ${report.durationSeconds} s.`,
+    `\`aggregateAcrossTenants\` of the same count (sum), concurrency 8: ${report.aggregateConcurrency8Ms} ms.`,
+    '',
+    `The same fleet on 2 servers (${Object.entries(report.twoServers.tenantsPerServer).map(([name, n]) => `${n} tenants on "${name}"`).join(', ')}; ` +
+      `the second server is ${report.twoServers.secondServer}, on the same 2 cores), pool 10 each, concurrency per server:`,
+    '',
+    '| concurrency per server | wall time | tenants/s | per tenant p50 / p99 | peak heap Δ | peak RSS Δ |',
+    '|---:|---:|---:|---:|---:|---:|',
+    ...report.twoServers.runs.map(
+      (r) => `| ${r.concurrency} | ${r.wallMs} ms | ${r.tenantsPerSecond} | ${r.tenantP50Ms} / ${r.tenantP99Ms} ms | ${r.peakHeapDeltaMb} MB | ${r.peakRssDeltaMb} MB |`,
+    ),
+    '',
+    `Whole benchmark: ${report.durationSeconds} s.`,
     '',
   ].join('\n');
 }

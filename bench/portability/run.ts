@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { tenantMigrations } from '../../migrations';
-import { tenantContext } from '../../src';
+import { tenantContext, type TenantDataSourceManager } from '../../src';
 import { startScratchDatabase } from '../../support/database';
 import { describeEnvironment } from '../environment';
 import { ExampleManagers } from '../example-managers';
@@ -14,7 +14,9 @@ import { median } from '../measure';
  * `node build/bench/portability/run.js [--quick]` (part of `npm run bench`):
  * exportTenant and importTenant of one tenant of 100,000 rows over 10
  * tables (1,000 per table with --quick), each timed 3 times, and the
- * archive's size. Writes bench/results/portability.json and .md
+ * archive's size; then moveTenant of such a tenant between 2 servers (a
+ * second embedded PostgreSQL on this machine), there and back, 3 moves:
+ * total time and write-freeze time. Writes bench/results/portability.json and .md
  * (portability-quick.* with --quick).
  */
 
@@ -43,22 +45,14 @@ async function main(): Promise<void> {
   const perTable = quick ? 1_000 : 10_000;
   const repeats = 3;
   const database = await startScratchDatabase();
+  let second: Awaited<ReturnType<typeof startScratchDatabase>> | undefined;
   const managers = new ExampleManagers(database.url, { poolSize: 10, logging: false });
   const directory = await mkdtemp(join(tmpdir(), 'bench-portability-'));
   try {
     const environment = await describeEnvironment(database.url, database.embedded, database.description);
     const manager = await managers.open({ tenantMigrations: [...tenantMigrations, CreateWideModel1700000000500] });
     await manager.createTenant('big');
-    await manager.run('big', async () => {
-      for (let i = 0; i < TABLES; i += 1) {
-        await tenantContext.query(
-          `INSERT INTO bench_t${i} (name, amount, data, previous_id)
-           SELECT 'row ' || n, n * 1.25, jsonb_build_object('n', n, 'tags', jsonb_build_array('a', 'b')), ${i === 0 ? 'NULL' : 'n'}
-           FROM generate_series(1, $1) n`,
-          [perTable],
-        );
-      }
-    });
+    await fillWideTenant(manager, 'big', perTable);
     const rows = perTable * TABLES;
     log(`tenant "big": ${rows} rows over ${TABLES} tables`);
     const exportMs: number[] = [];
@@ -86,7 +80,29 @@ async function main(): Promise<void> {
       exportRounds: exportMs.map(Math.round),
       importRounds: importMs.map(Math.round),
     };
-    const report = { benchmark: 'portability', generatedAt: new Date().toISOString(), quick, environment, figures };
+    await managers.close(manager);
+
+    second = await startScratchDatabase({ forceEmbedded: true });
+    log(`second server: ${second.description}`);
+    const pair = await managers.openOn(
+      { one: { type: 'postgres', url: database.url, poolSize: 10, logging: false }, two: { type: 'postgres', url: second.url, poolSize: 10, logging: false } },
+      { registryTable: 'moves', tenantMigrations: [...tenantMigrations, CreateWideModel1700000000500] },
+    );
+    await pair.createTenant('mover', { server: 'one' });
+    await fillWideTenant(pair, 'mover', perTable);
+    const moves: Array<{ to: string; ms: number; freezeMs: number }> = [];
+    for (const to of ['two', 'one', 'two']) {
+      const result = await pair.moveTenant('mover', { server: to });
+      if (!result.moved || result.rows !== String(rows)) throw new Error(`move to ${to}: ${JSON.stringify(result)}`);
+      moves.push({ to, ms: result.ms, freezeMs: result.freezeMs });
+      log(`move to ${to}: ${result.ms} ms, writes held ${result.freezeMs} ms`);
+    }
+    const moveFigures = {
+      moveMs: Math.round(median(moves.map((m) => m.ms))),
+      freezeMs: Math.round(median(moves.map((m) => m.freezeMs))),
+      rounds: moves,
+    };
+    const report = { benchmark: 'portability', generatedAt: new Date().toISOString(), quick, environment, figures, moves: moveFigures };
     const name = quick ? 'portability-quick' : 'portability';
     await writeFile(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(report, null, 2)}\n`);
     const markdown = [
@@ -102,14 +118,33 @@ async function main(): Promise<void> {
       '',
       `Archive: ${(bytes / 1024 / 1024).toFixed(2)} MiB.`,
       '',
+      `moveTenant of a tenant of the same ${rows.toLocaleString('en')} rows between 2 servers (the second an embedded PostgreSQL on the same 2 cores), ` +
+        `there and back, ${moves.length} moves: median ${moveFigures.moveMs} ms in all, writes held (the freeze) ${moveFigures.freezeMs} ms; ` +
+        `rounds ${moves.map((m) => `${m.ms} / ${m.freezeMs} ms`).join(', ')}.`,
+      '',
     ].join('\n');
     await writeFile(join(RESULTS_DIR, `${name}.md`), markdown);
     console.log(markdown);
-    await managers.closeAll();
   } finally {
+    await managers.closeAll();
     await rm(directory, { recursive: true, force: true });
+    await second?.stop();
     await database.stop();
   }
+}
+
+/** Creates `rows per table` rows in each of the wide model's tables of the tenant. */
+async function fillWideTenant(manager: TenantDataSourceManager, slug: string, perTable: number): Promise<void> {
+  await manager.run(slug, async () => {
+    for (let i = 0; i < TABLES; i += 1) {
+      await tenantContext.query(
+        `INSERT INTO bench_t${i} (name, amount, data, previous_id)
+         SELECT 'row ' || n, n * 1.25, jsonb_build_object('n', n, 'tags', jsonb_build_array('a', 'b')), ${i === 0 ? 'NULL' : 'n'}
+         FROM generate_series(1, $1) n`,
+        [perTable],
+      );
+    }
+  });
 }
 
 main().catch((error: unknown) => {

@@ -1,5 +1,6 @@
 import type { Logger } from 'typeorm';
 import { LoggerFactory } from 'typeorm/logger/LoggerFactory';
+import type { TenantConnectionOptions } from '../data-source/shared-pool';
 import type { TenantDataSourceManagerOptions } from '../manager/manager-options';
 import { toTypeOrmLogger, validateTenancyLogger, type TenancyLogEntry, type TenancyLogger } from '../manager/tenancy-logger';
 
@@ -18,6 +19,18 @@ export function withCliLogger(
   sink: (entry: TenancyLogEntry) => void,
 ): TenantDataSourceManagerOptions {
   const dataSource = config.dataSource as TenantDataSourceManagerOptions['dataSource'] | undefined;
+  if (dataSource === undefined && config.servers !== undefined && config.servers !== null) {
+    // Several servers: the CLI's logger in front of the config's own; each server's TypeORM logger stays its own.
+    const own: TenancyLogger | undefined = validateTenancyLogger(config.logger, undefined);
+    const forward = own === undefined ? undefined : typeof own === 'function' ? own : (entry: TenancyLogEntry) => toTypeOrmLogger(own, entry);
+    return {
+      ...config,
+      logger: (entry) => {
+        sink(entry);
+        forward?.(entry);
+      },
+    };
+  }
   if (dataSource === null || typeof dataSource !== 'object') return config;
   if (config.logger !== undefined && dataSource.logger !== undefined) return config;
   // The same check as the manager's, so an invalid logger is refused with its message rather than wrapped.
@@ -36,6 +49,6 @@ export function withCliLogger(
   };
 }
 
-function namedLogger(name: string, logging: TenantDataSourceManagerOptions['dataSource']['logging']): Logger {
+function namedLogger(name: string, logging: TenantConnectionOptions['logging']): Logger {
   return new LoggerFactory().create(name as Parameters<LoggerFactory['create']>[0], logging);
 }

@@ -63,8 +63,8 @@ export async function loadConfig(path: string, cwd: string = process.cwd()): Pro
     throw fail(`it exports ${describe(options)}`);
   }
   const candidate = options as Partial<TenantDataSourceManagerOptions>;
-  if (candidate.dataSource === undefined || candidate.entities === undefined) {
-    const missing = ['dataSource', 'entities'].filter((key) => !(key in candidate)).join(' and ');
+  if ((candidate.dataSource === undefined && candidate.servers === undefined) || candidate.entities === undefined) {
+    const missing = [candidate.servers === undefined ? 'dataSource' : undefined, 'entities'].filter((key) => key !== undefined && !(key in candidate)).join(' and ');
     throw fail(`the exported object has no ${missing}`);
   }
   return candidate as TenantDataSourceManagerOptions;
@@ -72,8 +72,8 @@ export async function loadConfig(path: string, cwd: string = process.cwd()): Pro
 
 /** `exports.default` of a module compiled from `export default`, else the export itself. */
 function unwrapDefault(value: unknown): unknown {
-  // An options object has a `dataSource` and never a `default` of its own.
-  if (value !== null && (typeof value === 'object' || typeof value === 'function') && 'default' in value && !('dataSource' in value)) {
+  // An options object has a `dataSource` (or `servers`) and never a `default` of its own.
+  if (value !== null && (typeof value === 'object' || typeof value === 'function') && 'default' in value && !('dataSource' in value) && !('servers' in value)) {
     return (value as { default: unknown }).default;
   }
   return value;

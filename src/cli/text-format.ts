@@ -26,6 +26,7 @@ export function renderRecord(record: TenantRecord): string {
       ['schema', record.schemaName],
       ['name', record.name],
       ['status', record.status],
+      ['server', record.server],
       ['created', formatDate(record.createdAt)],
     ],
   );
@@ -34,8 +35,8 @@ export function renderRecord(record: TenantRecord): string {
 /** The registry as a table, or a sentence when it is empty. */
 export function renderRecords(records: readonly TenantRecord[]): string {
   if (records.length === 0) return 'No tenants.\n';
-  const rows = records.map((r) => [r.slug, r.schemaName, r.status, formatDate(r.createdAt), r.name]);
-  return renderTable(['SLUG', 'SCHEMA', 'STATUS', 'CREATED', 'NAME'], rows) + `${plural(records.length, 'tenant')}\n`;
+  const rows = records.map((r) => [r.slug, r.schemaName, r.status, r.server, formatDate(r.createdAt), r.name]);
+  return renderTable(['SLUG', 'SCHEMA', 'STATUS', 'SERVER', 'CREATED', 'NAME'], rows) + `${plural(records.length, 'tenant')}\n`;
 }
 
 /** One tenant domain as `key  value` lines. */

@@ -33,9 +33,9 @@ export interface SharedPoolView {
  * checks connections out of `pool`; connections used never exceed the pool's
  * `max`, however many DataSources there are.
  */
-export function createPgDriverFacade(pool: Pool, options: { readonly role?: string } = {}): PgDriverFacade {
+export function createPgDriverFacade(pool: Pool, options: { readonly role?: string; readonly server?: string } = {}): PgDriverFacade {
   const role = options.role;
-  const checkout = namedCheckout(pool);
+  const checkout = namedCheckout(pool, options.server);
   const view: SharedPoolView = {
     connect(callback?: ConnectCallback): Promise<PoolClient> | void {
       if (role !== undefined) return connectAs(checkout, role, callback);
@@ -86,12 +86,13 @@ export function createPgDriverFacade(pool: Pool, options: { readonly role?: stri
 
 /**
  * `pool.connect(callback)` whose failure to open a connection is a
- * `DatabaseUnreachableError` naming the server and database (never the
- * password); a full pool's timeout and other errors pass unchanged.
+ * `DatabaseUnreachableError` naming the server (its name in the manager's
+ * options, when given) and database (never the password); a full pool's timeout and other errors pass unchanged.
  */
-function namedCheckout(pool: Pool): (callback: ConnectCallback) => void {
+function namedCheckout(pool: Pool, server: string | undefined): (callback: ConnectCallback) => void {
   const config = poolConfigOf(pool);
-  const target = describeConnectionTarget(config);
+  const address = describeConnectionTarget(config);
+  const target = server === undefined ? address : `server "${server}" (${address})`;
   const hint = unnamedServerHint(config);
   return (callback) => {
     pool.connect((err, client, release) => {

@@ -26,6 +26,8 @@ export interface TenantServerModel {
   dataSourceLogger(schema: string): TenantConnectionOptions['logger'] | undefined;
   /** Reports an error of an idle pooled connection. */
   onPoolError(error: Error): void;
+  /** Whether the manager has several servers: errors then name the server as well as its address. */
+  readonly severalServers: boolean;
 }
 
 /**
@@ -46,6 +48,7 @@ export class TenantServer {
   readonly #facade: PgDriverFacade;
   #shared: DataSource | undefined;
   #facts: DriverFacts | undefined;
+  #role: string | undefined;
   #sharedTables: ReadonlySet<string> = new Set();
 
   private constructor(name: string, connection: TenantConnectionOptions, model: TenantServerModel) {
@@ -54,7 +57,7 @@ export class TenantServer {
     this.#model = model;
     this.pool = createSharedPool(connection, model.pool);
     this.pool.on('error', (error) => model.onPoolError(error));
-    this.#facade = createPgDriverFacade(this.pool);
+    this.#facade = createPgDriverFacade(this.pool, { server: model.severalServers ? name : undefined });
   }
 
   /**
@@ -95,7 +98,15 @@ export class TenantServer {
     this.#shared = shared;
     this.#sharedTables = new Set(shared.entityMetadatas.map((metadata) => metadata.tableName));
     const driver = shared.driver as PostgresDriver;
-    this.#facts = { version: driver.version, database: driver.database };
+    const [{ role, database }] = (await shared.query('SELECT current_user AS role, current_database() AS database')) as Array<{ role: string; database: string }>;
+    this.#facts = { version: driver.version, database: driver.database ?? database };
+    this.#role = role;
+  }
+
+  /** The role the pool connects as (`current_user` at open). */
+  get connectingRole(): string {
+    if (this.#role === undefined) throw new Error(`Server "${this.name}" is not open.`);
+    return this.#role;
   }
 
   /** The DataSource of this server's shared schema. */
@@ -143,7 +154,7 @@ export class TenantServer {
       entities: [...model.tenantEntities, ...model.sharedEntities],
       migrations: model.tenantMigrations,
       logger: model.dataSourceLogger(schemaName),
-      driver: role === undefined ? this.#facade : createPgDriverFacade(this.pool, { role }),
+      driver: role === undefined ? this.#facade : createPgDriverFacade(this.pool, { role, server: model.severalServers ? this.name : undefined }),
       facts: this.facts,
       sharedSchema: model.sharedSchema,
       sharedTables: this.#sharedTables,
@@ -165,11 +176,30 @@ export class TenantServer {
     work: (runner: QueryRunner & SqlRunner) => Promise<T>,
     isolation?: 'READ COMMITTED' | 'REPEATABLE READ',
   ): Promise<T> {
+    return this.inTransaction(
+      dataSource,
+      async (runner) => {
+        await pollAdvisoryLock(runner, `typeorm-tenants:${lockName}`, this.#model.lockTimeoutMs);
+        return work(runner);
+      },
+      isolation,
+    );
+  }
+
+  /**
+   * Runs `work` in a transaction on `dataSource` (a DataSource of this
+   * server) and commits it; rolls back on failure. For work whose lock the
+   * caller already holds in another transaction of this server.
+   */
+  async inTransaction<T>(
+    dataSource: DataSource,
+    work: (runner: QueryRunner & SqlRunner) => Promise<T>,
+    isolation?: 'READ COMMITTED' | 'REPEATABLE READ',
+  ): Promise<T> {
     const runner = dataSource.createQueryRunner();
     try {
       await runner.startTransaction(isolation);
       try {
-        await pollAdvisoryLock(runner, `typeorm-tenants:${lockName}`, this.#model.lockTimeoutMs);
         const result = await work(runner);
         await runner.commitTransaction();
         return result;

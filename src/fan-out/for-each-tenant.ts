@@ -19,10 +19,11 @@ export interface FanOutOptions {
    * Filter on the registry record. `status` (one or several) defaults to
    * `'active'`. Tenants in scope that are not active (named in `tenants`, or
    * selected by `status`) are reported `skipped` with the status in the
-   * error message: runs refuse them, and a report line says so.
+   * error message: runs refuse them, and a report line says so. `server`
+   * (one or several names): only the tenants living there.
    */
-  readonly where?: { readonly status?: TenantStatus | readonly TenantStatus[] };
-  /** Tenants processed at once. Default: half the pool size, at least 1 (as the fleet commands). */
+  readonly where?: { readonly status?: TenantStatus | readonly TenantStatus[]; readonly server?: string | readonly string[] };
+  /** Tenants processed at once on each server. Default: half the smallest pool's size, at least 1 (as the fleet commands). */
   readonly concurrency?: number;
   /**
    * Process the tenants in waves, for instance `[1, '10%']`: first one
@@ -75,7 +76,10 @@ export interface TenantWorkReport<T> {
 export interface FanOutHost {
   listTenants(): Promise<TenantRecord[]>;
   run<T>(slug: string, fn: () => T | Promise<T>): Promise<T>;
-  stats(): { readonly pool: { readonly max: number } };
+  /** Tenants at once on each server when the options do not say. */
+  readonly defaultConcurrency: number;
+  /** The names of the manager's servers, in the order of its options. */
+  readonly servers: readonly string[];
   readonly reserved: ReservedNames;
 }
 
@@ -101,22 +105,24 @@ export async function fanOutScope(host: FanOutHost, options: FanOutOptions): Pro
   const named = options.tenants === undefined ? undefined : [...new Set(options.tenants)];
   for (const slug of named ?? []) validateTenantSlug(slug, host.reserved);
   const statuses = statusesOf(options.where?.status);
+  const servers = serversOf(options.where?.server, host.servers);
   const all = await host.listTenants();
+  const onServers = (t: TenantRecord): boolean => servers === undefined || servers.includes(t.server);
   let tenants: TenantRecord[];
   if (named !== undefined) {
     const bySlug = new Map(all.map((t) => [t.slug, t]));
     const missing = named.find((slug) => !bySlug.has(slug));
     if (missing !== undefined) throw new TenantNotFoundError(missing);
-    tenants = named.map((slug) => bySlug.get(slug)!).filter((t) => options.where?.status === undefined || statuses.includes(t.status));
+    tenants = named.map((slug) => bySlug.get(slug)!).filter((t) => onServers(t) && (options.where?.status === undefined || statuses.includes(t.status)));
   } else {
-    tenants = all.filter((t) => statuses.includes(t.status));
+    tenants = all.filter((t) => onServers(t) && statuses.includes(t.status));
   }
   tenants.sort((a, b) => (a.slug < b.slug ? -1 : a.slug > b.slug ? 1 : 0));
   const settled = new Map<string, TenantWorkResult<never>>();
   for (const t of tenants) {
     if (t.status !== 'active') settled.set(t.slug, { slug: t.slug, status: 'skipped', ms: 0, error: { message: `Not run: the tenant is ${t.status}.`, code: 'TENANT_NOT_ACTIVE' } });
   }
-  const concurrency = options.concurrency ?? Math.max(1, Math.floor(host.stats().pool.max / 2));
+  const concurrency = options.concurrency ?? host.defaultConcurrency;
   return { tenants, settled, concurrency, started };
 }
 
@@ -144,8 +150,8 @@ export async function runOverScope<T>(
       return { slug, status: gone ? 'skipped' : 'failed', error: fleetErrorOf(error), ms: performance.now() - began };
     }
   };
-  // One server today; with tenants on several, each server's slugs would get a runInWaves of their own, run side by side.
-  const results = await runInWaves(slugs, one, { ...options, concurrency: scope.concurrency });
+  // Concurrency per server: each server's tenants run side by side with the others'.
+  const results = await runInWaves(slugs, one, { ...options, concurrency: scope.concurrency, groupOf: (slug) => bySlug.get(slug)!.server });
   const notStarted = skipReason(options.signal);
   const ordered = scope.tenants.map(
     ({ slug }): TenantWorkResult<T> => scope.settled.get(slug) ?? results.get(slug) ?? { slug, status: 'skipped', ms: 0, error: { message: notStarted } },
@@ -180,6 +186,18 @@ function statusesOf(value: unknown): readonly TenantStatus[] {
     }
   }
   return list as TenantStatus[];
+}
+
+/** The servers `where.server` names (each must be one of the manager's), or undefined for every server. */
+function serversOf(value: unknown, known: readonly string[]): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  const list = Array.isArray(value) ? value : [value];
+  for (const server of list) {
+    if (typeof server !== 'string' || !known.includes(server)) {
+      throw new InvalidArgumentError(`Option "where.server" must name servers of the manager (${known.map((s) => `"${s}"`).join(', ')}); got ${JSON.stringify(server)}.`);
+    }
+  }
+  return list as string[];
 }
 
 function validateFanOutOptions(options: FanOutOptions): void {

@@ -8,6 +8,7 @@ import type { TenantDomains } from '../registry/tenant-domains';
 import type { SqlRunner, TenantRegistry } from '../registry/tenant-registry';
 import type { TenantRecord, TenantStatus } from '../registry/tenant-record';
 import type { TenantServer } from '../data-source/tenant-server';
+import { inPlacedTransaction, type PlacedRunners } from '../data-source/placed-transaction';
 
 /** What `dropTenant` takes besides the slug. */
 export interface DropTenantOptions {
@@ -17,8 +18,10 @@ export interface DropTenantOptions {
 
 /** What the lifecycle needs from the manager. */
 export interface LifecycleAccess {
-  /** The server the tenants live on (its shared schema holds the registry). */
-  readonly server: TenantServer;
+  /** The home server: its shared schema holds the registry and the domains. */
+  readonly home: TenantServer;
+  /** The server of the given name (a tenant's `server`); throws for a name the manager does not have. */
+  serverOf(name: string): TenantServer;
   readonly registry: TenantRegistry;
   /** The domains registry: a dropped tenant's hostnames are freed with it. */
   readonly domains: TenantDomains;
@@ -29,10 +32,10 @@ export interface LifecycleAccess {
   readonly dropBatchSize: number;
   /** Forgets the tenant's cached DataSource and record in this process. */
   evict(slug: string): void;
-  /** Drops the tenant's role (under role isolation; a no-op when it has none), in the caller's transaction. */
-  dropTenantRole(runner: QueryRunner & SqlRunner, schemaName: string): Promise<void>;
-  /** Applies pending tenant migrations with `dataSource` (bound to the tenant) inside `runner`'s transaction, and updates the ledger. */
-  migrateInTransaction(dataSource: DataSource, runner: QueryRunner & SqlRunner, slug: string, schemaName: string): Promise<void>;
+  /** Drops the tenant's role on `server` (under role isolation; a no-op when it has none), in the caller's transaction there. */
+  dropTenantRole(runner: QueryRunner & SqlRunner, schemaName: string, server: TenantServer): Promise<void>;
+  /** Applies pending tenant migrations with `dataSource` (bound to the tenant) inside the tenant's transaction, and updates the ledger in the home one. */
+  migrateInTransaction(dataSource: DataSource, runners: PlacedRunners, slug: string, schemaName: string): Promise<void>;
 }
 
 type Transition = 'suspended' | 'resumed' | 'archived' | 'restored';
@@ -52,7 +55,11 @@ const DROP_BY_KIND: Readonly<Record<string, string>> = {
  * archive and restore (the schema renamed to a reserved archive name and
  * back, an instant operation), and dropping in batches. Every change runs in
  * a transaction holding the tenant schema's advisory lock, so it serialises
- * with provisioning and migrations of that tenant.
+ * with provisioning and migrations of that tenant. For a tenant on another
+ * server than the home one, a change to its schema and the registry's
+ * record of it are two transactions (the schema's committed first; see
+ * `inPlacedTransaction`), and each step is written so that calling the
+ * operation again after a crash between them completes it.
  */
 export class TenantLifecycle {
   readonly #access: LifecycleAccess;
@@ -80,7 +87,8 @@ export class TenantLifecycle {
       'archived',
       'archived',
       'Only an active or suspended tenant can be archived.',
-      (runner) => runner.query(`ALTER SCHEMA ${quoteIdent(schemaName)} RENAME TO ${quoteIdent(archiveSchemaName(schemaName))}`),
+      (runner) => renameSchema(runner, schemaName, archiveSchemaName(schemaName)),
+      await this.#serverOfTenant(slug),
     );
     // Also on a tenant that was archived already: the way to retry a hook that failed.
     await this.#access.plugins.call('onArchived', lifecycleTenant(archived));
@@ -91,7 +99,8 @@ export class TenantLifecycle {
     // Migrations must run on a DataSource bound to the tenant schema (TypeORM
     // resolves table names with the runner's DataSource), so the whole
     // restore runs on one.
-    const dataSource = await this.#access.server.buildDataSource(schemaName);
+    const server = await this.#serverOfTenant(slug);
+    const dataSource = await server.buildDataSource(schemaName);
     let restored: TenantRecord;
     try {
       restored = await this.#transition(
@@ -102,10 +111,11 @@ export class TenantLifecycle {
         'active',
         'restored',
         'Only an archived tenant can be restored; a suspended one is resumed with resumeTenant().',
-        async (runner) => {
-          await runner.query(`ALTER SCHEMA ${quoteIdent(archiveSchemaName(schemaName))} RENAME TO ${quoteIdent(schemaName)}`);
-          await this.#access.migrateInTransaction(dataSource, runner, slug, schemaName);
+        async (runner, runners) => {
+          await renameSchema(runner, archiveSchemaName(schemaName), schemaName);
+          await this.#access.migrateInTransaction(dataSource, runners, slug, schemaName);
         },
+        server,
         dataSource,
       );
     } finally {
@@ -126,7 +136,7 @@ export class TenantLifecycle {
   async drop(slug: string, schemaName: string, options: DropTenantOptions): Promise<void> {
     const access = this.#access;
     const lock = `schema:${schemaName}`;
-    const dropping = await access.server.inLockedTransaction(access.server.sharedDataSource, lock, async (runner) => {
+    const dropping = await access.home.inLockedTransaction(access.home.sharedDataSource, lock, async (runner) => {
       const tenant = await access.registry.find(runner, slug);
       if (tenant === undefined) throw new TenantNotFoundError(slug);
       if (tenant.status === 'active' && options.force !== true) {
@@ -151,10 +161,11 @@ export class TenantLifecycle {
     const access = this.#access;
     const lock = `schema:${schemaName}`;
     await access.plugins.call('onDropping', lifecycleTenant(dropping));
+    const server = access.serverOf(dropping.server);
 
     const schemas = [schemaName, archiveSchemaName(schemaName)];
     for (;;) {
-      const dropped = await access.server.inLockedTransaction(access.server.sharedDataSource, lock, async (runner) => {
+      const dropped = await server.inLockedTransaction(server.sharedDataSource, lock, async (runner) => {
         const relations: Array<{ schema: string; name: string; kind: string }> = await runner.query(
           `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -170,12 +181,12 @@ export class TenantLifecycle {
       if (dropped === 0) break;
     }
 
-    const freed = await access.server.inLockedTransaction(access.server.sharedDataSource, lock, async (runner) => {
-      for (const schema of schemas) await runner.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
-      await access.dropTenantRole(runner, schemaName);
+    const freed = await inPlacedTransaction(access.home, server, lock, async ({ tenant, home }) => {
+      for (const schema of schemas) await tenant.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
+      await access.dropTenantRole(tenant, schemaName, server);
       // Its hostnames are free for other tenants from the commit on (archive and restore keep them).
-      const domains = await access.domains.freeTenant(runner, slug);
-      await access.registry.deleteDropped(runner, slug, schemaName);
+      const domains = await access.domains.freeTenant(home, slug);
+      await access.registry.deleteDropped(home, slug, schemaName);
       return domains;
     });
     access.evict(slug);
@@ -191,30 +202,64 @@ export class TenantLifecycle {
     to: TenantStatus,
     event: Transition,
     hint: string,
-    change?: (runner: QueryRunner & SqlRunner) => Promise<unknown>,
+    change?: (runner: QueryRunner & SqlRunner, runners: PlacedRunners) => Promise<unknown>,
+    server?: TenantServer,
     dataSource?: DataSource,
   ): Promise<TenantRecord> {
     const access = this.#access;
-    const outcome = await access.server.inLockedTransaction(dataSource ?? access.server.sharedDataSource, `schema:${schemaName}`, async (runner) => {
-      const tenant = await access.registry.find(runner, slug);
-      if (tenant === undefined) throw new TenantNotFoundError(slug);
-      if (tenant.status === to && event !== 'restored') return { tenant, changed: false };
-      if (!from.includes(tenant.status)) throw new InvalidTenantStateError(slug, tenant.status, operation, hint);
-      try {
-        await change?.(runner);
-      } catch (error) {
-        // 42P06: the target schema name is taken (for instance a stray schema of that name).
-        if (sqlStateOf(error) === '42P06') {
-          throw new InvalidTenantStateError(slug, tenant.status, operation, `A schema named like its ${event === 'archived' ? 'archive' : 'schema'} already exists; rename or drop it first.`);
+    // Status changes alone touch the registry only: the home server's transaction.
+    const on = server ?? access.home;
+    const outcome = await inPlacedTransaction(
+      access.home,
+      on,
+      `schema:${schemaName}`,
+      async (runners) => {
+        const tenant = await access.registry.find(runners.home, slug);
+        if (tenant === undefined) throw new TenantNotFoundError(slug);
+        if (tenant.status === to && event !== 'restored') return { tenant, changed: false };
+        if (!from.includes(tenant.status)) throw new InvalidTenantStateError(slug, tenant.status, operation, hint);
+        if (server !== undefined && access.serverOf(tenant.server) !== server) {
+          throw new InvalidTenantStateError(slug, tenant.status, operation, `It moved to server "${tenant.server}" meanwhile; call ${operation.replace('()', '')}("${slug}") again.`);
         }
-        throw error;
-      }
-      return { tenant: await access.registry.setStatus(runner, slug, to), changed: true };
-    });
+        try {
+          await change?.(runners.tenant, runners);
+        } catch (error) {
+          // 42P06: the target schema name is taken (for instance a stray schema of that name).
+          if (sqlStateOf(error) === '42P06') {
+            throw new InvalidTenantStateError(slug, tenant.status, operation, `A schema named like its ${event === 'archived' ? 'archive' : 'schema'} already exists; rename or drop it first.`);
+          }
+          throw error;
+        }
+        return { tenant: await access.registry.setStatus(runners.home, slug, to), changed: true };
+      },
+      { dataSource },
+    );
     // Changes made here take effect at once in this process; other processes
     // see them when their cached record expires (tenantRecordTtlMs).
     access.evict(slug);
     if (outcome.changed) access.events.emit(event, { tenant: outcome.tenant });
     return outcome.tenant;
   }
+
+  /** The server of the tenant's schema, from its registry record. */
+  async #serverOfTenant(slug: string): Promise<TenantServer> {
+    const tenant = await this.#access.registry.find(this.#access.home.sharedDataSource, slug);
+    if (tenant === undefined) throw new TenantNotFoundError(slug);
+    return this.#access.serverOf(tenant.server);
+  }
+
+}
+
+/**
+ * Renames a tenant's schema (archive, restore). When the new name exists
+ * and the old one does not, an earlier call renamed it and crashed before
+ * the registry said so (a tenant off the home server): nothing to do.
+ */
+async function renameSchema(runner: SqlRunner, from: string, to: string): Promise<void> {
+  const [row] = (await runner.query('SELECT to_regnamespace($1) IS NOT NULL AS source, to_regnamespace($2) IS NOT NULL AS target', [
+    quoteIdent(from),
+    quoteIdent(to),
+  ])) as Array<{ source: boolean; target: boolean }>;
+  if (!row!.source && row!.target) return;
+  await runner.query(`ALTER SCHEMA ${quoteIdent(from)} RENAME TO ${quoteIdent(to)}`);
 }

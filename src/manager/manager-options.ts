@@ -17,6 +17,15 @@ export interface TenantSeedContext {
 /** Fills a new tenant with its starting data, inside the creation transaction: a throw rolls the tenant back. */
 export type TenantSeed = (context: TenantSeedContext) => Promise<void>;
 
+/** What a `placement` function decides from: the new tenant's slug, and every server with its number of tenants. */
+export interface TenantPlacementContext {
+  readonly slug: string;
+  readonly servers: ReadonlyArray<{ readonly name: string; readonly tenants: number }>;
+}
+
+/** Chooses the server of a new tenant (the `placement` option): returns a server's name. */
+export type TenantPlacement = (context: TenantPlacementContext) => string | Promise<string>;
+
 /** Options of `TenantDataSourceManager`. */
 export interface TenantDataSourceManagerOptions {
   /**
@@ -26,7 +35,42 @@ export interface TenantDataSourceManagerOptions {
    * the size of the ONE pool all tenants share. `synchronize`, `dropSchema`
    * and `migrationsRun` are refused: schemas change through migrations.
    */
-  readonly dataSource: TenantConnectionOptions;
+  readonly dataSource?: TenantConnectionOptions;
+  /**
+   * Several PostgreSQL servers (or databases), by name, instead of
+   * `dataSource`: each entry takes the options `dataSource` takes, and each
+   * server gets ONE pool of its own `poolSize`. Every tenant lives on one of
+   * them (the registry records which; `createTenant(slug, { server })` or
+   * the `placement` option chooses). The home server (`homeServer`) holds
+   * the tenant registry, the migration ledger and the domains; every server
+   * has the shared schema, its shared migrations and its shared entities'
+   * tables, so a tenant's foreign keys to shared tables resolve on its own
+   * server (the shared rows themselves are each server's own: the library
+   * does not copy them). `migrationsTableName` and `metadataTableName` must
+   * be the same on every server; `cache` is given on the home server only.
+   * With `dataSource`, the one server is named `'default'`.
+   *
+   * @example
+   * ```ts
+   * servers: {
+   *   eu1: { type: 'postgres', url: process.env.EU1_URL, poolSize: 10 },
+   *   eu2: { type: 'postgres', url: process.env.EU2_URL, poolSize: 10 },
+   * },
+   * homeServer: 'eu1',
+   * ```
+   */
+  readonly servers?: Readonly<Record<string, TenantConnectionOptions>>;
+  /** With `servers`: the server of the registry, the ledger and the domains. Default: the first server named. */
+  readonly homeServer?: string;
+  /**
+   * With `servers`: where `createTenant()` puts a tenant it is not told a
+   * `server` for. Gets the slug and every server with its number of
+   * tenants (any status), in the order of `servers`, and returns a server's
+   * name. Default: the server with the fewest tenants (the first of those
+   * on a tie). A name that is not a server fails that `createTenant()` with
+   * `InvalidArgumentError`.
+   */
+  readonly placement?: TenantPlacement;
   /**
    * Every entity, as TypeORM takes them: classes, and file paths or globs
    * (`'dist/entities/*.entity.js'`) loaded at `initialize()` by TypeORM's
@@ -237,6 +281,8 @@ export interface TenantDataSourceManagerOptions {
 }
 
 export const DEFAULT_SHARED_SCHEMA = 'public';
+/** The name of the one server of a manager given `dataSource`. */
+export const DEFAULT_SERVER_NAME = 'default';
 export const DEFAULT_EXTENSIONS_SCHEMA = 'extensions';
 export const DEFAULT_MAX_DATA_SOURCES = 1000;
 export const DEFAULT_REGISTRY_TABLE = 'tenants';

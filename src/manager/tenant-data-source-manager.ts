@@ -4,7 +4,9 @@ import { DataSource, type MigrationInterface } from 'typeorm';
 import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner, type RunState } from '../context/tenant-context';
 import { LeaseCache, type Lease } from '../data-source/lease-cache';
 import { TenantServer } from '../data-source/tenant-server';
+import { inPlacedTransaction } from '../data-source/placed-transaction';
 import { exportTenantArchive, type ExportSettings } from '../portability/export-tenant';
+import { moveTenantSchema, type MoveTenantOptions, type MoveTenantResult } from '../portability/move-tenant';
 import { loadTenantArchive, migrationsAfterHead, openTenantArchive, type OpenedArchive } from '../portability/import-tenant';
 import type { TenantArchiveManifest } from '../portability/tenant-archive';
 import {
@@ -35,6 +37,7 @@ import {
   TenantProvisioningError,
   TenantMigrationPendingError,
   TenantMigrationError,
+  TenantMovedError,
   TenantRecentlyDroppedError,
   TenantSuspendedError,
   sqlStateOf,
@@ -62,6 +65,7 @@ import { quoteIdent, quoteIdentList } from '../naming/quote-ident';
 import { searchPathsOf, type SearchPaths } from '../naming/search-paths';
 import { LIBRARY_SCHEMA_PREFIX, validateTenantSlug, type ReservedNames } from '../naming/tenant-slug';
 import { checkDefaultSearchPath, installExtensions, requiredExtensions } from '../provisioning/extensions';
+import { dropOrphanedTenantSchema, markTenantSchema } from '../provisioning/tenant-schema-mark';
 import type { TenantRecord } from '../registry/tenant-record';
 import { forEachTenant, type FanOutHost, type ForEachTenantOptions, type TenantWorkReport } from '../fan-out/for-each-tenant';
 import {
@@ -90,7 +94,9 @@ import {
   DEFAULT_REGISTRY_TABLE,
   DEFAULT_SHARED_SCHEMA,
   DEFAULT_TENANT_RECORD_TTL_MS,
+  DEFAULT_SERVER_NAME,
   type TenantDataSourceManagerOptions,
+  type TenantPlacement,
   type TenantSeed,
 } from './manager-options';
 
@@ -100,12 +106,16 @@ export interface CreateTenantOptions {
   readonly name?: string;
   /** Seeds the new tenant inside the creation transaction; overrides the manager's `seed` option. */
   readonly seed?: TenantSeed;
+  /** The server to put it on (a name of the `servers` option). Default: the `placement` option's choice. */
+  readonly server?: string;
 }
 
 /** What `importTenant` takes besides the slug and the archive. */
 export interface ImportTenantOptions {
   /** Display name. Default: the exported tenant's. */
   readonly name?: string;
+  /** The server to put it on, as `createTenant`'s option. */
+  readonly server?: string;
 }
 
 /** What `generateMigration` takes besides the name. */
@@ -136,13 +146,34 @@ export interface TenantManagerStats {
   readonly pendingDisposal: number;
   /** Runs in progress. */
   readonly activeRuns: number;
-  /** The shared pool(s): connections open, idle, and callers waiting for one. */
-  readonly pool: { readonly total: number; readonly idle: number; readonly waiting: number; readonly max: number };
+  /** The pools of every server together: connections open, idle, callers waiting for one, and the sum of their sizes. */
+  readonly pool: TenantPoolStats;
+  /** Each server's pool, by server name, in the order of the options. */
+  readonly servers: Readonly<Record<string, TenantPoolStats>>;
+}
+
+/** Gauges of a server's pool (or of all of them). */
+export interface TenantPoolStats {
+  readonly total: number;
+  readonly idle: number;
+  readonly waiting: number;
+  readonly max: number;
+}
+
+/** One server of the manager's options. */
+interface ServerOption {
+  readonly name: string;
+  /** Its connection options without `cache`. */
+  readonly connection: TenantConnectionOptions;
 }
 
 interface ResolvedOptions {
-  /** The connection options without `cache`, which the manager gives each DataSource itself. */
+  /** The home server's connection options without `cache`, which the manager gives each DataSource itself. */
   readonly connection: TenantConnectionOptions;
+  /** Every server, the home server among them, in the order of the options. */
+  readonly servers: readonly ServerOption[];
+  readonly homeServer: string;
+  readonly placement: TenantPlacement | undefined;
   readonly queryCache: QueryCacheOptions | undefined;
   /** As given (classes, paths, globs); loaded by `initialize()`. */
   readonly entities: readonly ClassOrPath[];
@@ -225,14 +256,19 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #init: Promise<void> | undefined;
   #destroy: Promise<void> | undefined;
   #partition: EntityPartition | undefined;
-  /** The server of the registry, the ledger and the shared schema (today the only one). */
+  /** The server of the registry, the ledger and the domains. */
   #home: TenantServer | undefined;
+  /** The registry's identity (see `TenantRegistry.identity`), read by `initialize()`. */
+  #registryId = '';
+  /** Every open server by name, the home server among them, in the order of the options. */
+  readonly #servers = new Map<string, TenantServer>();
   /** The home server's shared DataSource. */
   #shared: DataSource | undefined;
   #queryCache: QueryCacheStore | undefined;
   #fleet: FleetMigrator | undefined;
   #lifecycle: TenantLifecycle | undefined;
-  #warmPool: WarmPool | undefined;
+  /** The warm pool of each server, by server name (with the `warmPool` option). */
+  readonly #warmPools = new Map<string, WarmPool>();
   readonly #events: TenantEvents;
   readonly #plugins = new LifecyclePlugins();
   /** Where the library's own messages go: the `logger` option, else process warnings. */
@@ -253,11 +289,12 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     this.#events = new TenantEvents(this.#log, this);
     this.#reserved = { sharedSchema: this.#options.sharedSchema, otherSchemas: this.#librarySchemas };
     this.#searchPaths = searchPathsOf(this.#options);
-    this.#registry = new TenantRegistry(this.#options.sharedSchema, this.#options.registryTable);
+    this.#registry = new TenantRegistry(this.#options.sharedSchema, this.#options.registryTable, this.#options.homeServer);
     this.#ledger = new MigrationLedger(
       this.#options.sharedSchema,
       this.#options.registryTable,
       this.#options.connection.migrationsTableName ?? 'migrations',
+      this.#options.homeServer,
     );
     this.#domains = new TenantDomains(this.#options.sharedSchema, this.#options.registryTable, {
       homeServer: () => this.#home!,
@@ -351,7 +388,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const record = await this.#registry.find(this.#shared!, slug);
     if (record === undefined) throw new TenantNotFoundError(slug);
     if (record.status !== 'active' && record.status !== 'suspended') throw new TenantNotActiveError(slug, record.status);
-    return exportTenantArchive(this.#home!, record, destination, this.#archiveSettings());
+    return exportTenantArchive(this.#serverOf(record.server), record, destination, this.#archiveSettings());
   }
 
   /**
@@ -378,11 +415,70 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       const archive = await openTenantArchive(source);
       try {
         const after = migrationsAfterHead(archive.manifest, this.#tenantMigrationNames);
-        return await this.#createTenant(slug, { name: options.name ?? archive.manifest.name }, { archive, after });
+        return await this.#createTenant(slug, { name: options.name ?? archive.manifest.name, server: options.server }, { archive, after });
       } finally {
         archive.close();
       }
     });
+  }
+
+  /**
+   * Moves the tenant to another server, nothing lost: its schema is copied
+   * to `server` (at its migration head, every row, sequences at their
+   * values, each table's row count and checksum compared) while the tenant
+   * is frozen against writes on its current server (reads go on; writes
+   * wait, then fail with `TenantMovedError`, HTTP 503, retryable: nothing
+   * of theirs lands in the old copy); then the registry names the new
+   * server and the old schema is dropped (kept under a reserved name with
+   * `keepSource: true`). The freeze lasts the whole copy (`freezeMs` in the
+   * result). Any failure before the switch leaves the tenant served where
+   * it was, unchanged, and no copy behind; after a crash, calling
+   * `moveTenant` again completes or undoes what was left. Active and
+   * suspended tenants move; a tenant on `server` already gets
+   * `{ moved: false }` (and leftovers of an earlier move are cleaned up).
+   *
+   * @throws InvalidArgumentError for a server the manager does not have; TenantNotFoundError; InvalidTenantStateError for an archived or dropping tenant.
+   * @example
+   * ```ts
+   * const result = await tenants.moveTenant('acme', { server: 'eu2' });
+   * result.freezeMs; // how long writes to acme waited
+   * ```
+   */
+  async moveTenant(slug: string, options: MoveTenantOptions): Promise<MoveTenantResult> {
+    this.#assertReady('moveTenant()');
+    validateTenantSlug(slug, this.#reserved);
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('moveTenant() needs options such as { server: "eu2" }.');
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidArgumentError('Option "onProgress" must be a function.');
+    const target = this.#serverNamed(options.server, 'Option "server"');
+    const result = await moveTenantSchema(
+        {
+          home: this.#home!,
+          serverOf: (name) => this.#serverOf(name),
+          servers: () => [...this.#servers.values()],
+          registry: this.#registry,
+          registryId: this.#registryId,
+          settings: this.#archiveSettings(),
+          tenantMigrationNames: this.#tenantMigrationNames,
+          searchPaths: this.#searchPaths,
+          migrationGuard: this.#options.migrationGuard,
+          grantRole: async (runner, server, schemaName) => {
+            if (this.#options.isolation === 'role') {
+              await grantTenantRole(runner, this.#roleOf(server, schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
+            }
+          },
+          dropRole: (runner, server, schemaName) => dropTenantRole(runner, this.#roleOf(server, schemaName)),
+        },
+        slug,
+        target,
+        options,
+      );
+    // This process serves the tenant from its new server at once; others when their cached record expires (tenantRecordTtlMs).
+    this.#cache.evict(slug);
+    if (result.moved) {
+      const tenant = await this.#registry.find(this.#shared!, slug);
+      if (tenant !== undefined) this.#events.emit('moved', { tenant, from: result.from });
+    }
+    return result;
   }
 
   #archiveSettings(): ExportSettings {
@@ -397,55 +493,67 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       throw new InvalidArgumentError(`The tenant name must be a string of 1 to 500 characters; got ${JSON.stringify(name)}.`);
     }
     const seed = imported === undefined ? (options.seed ?? this.#options.seed) : undefined;
+    const server = await this.#placeTenant(slug, options.server);
+    const home = this.#home!;
     let claimed = false;
     let dataSource: DataSource | undefined;
     try {
-      const server = this.#home!;
       const provisioning = await server.buildDataSource(schemaName);
       dataSource = provisioning;
-      const created = await server.inLockedTransaction(provisioning, `schema:${schemaName}`, async (runner) => {
-        const existing = await this.#registry.findConflict(runner, slug, schemaName);
-        if (existing !== undefined) throw new TenantAlreadyExistsError(slug, schemaName, existing.slug);
-        const delay = this.#options.slugReuseDelayMs;
-        const droppedAgo = delay > 0 ? await this.#registry.droppedWithin(runner, schemaName, delay) : undefined;
-        if (droppedAgo !== undefined) throw new TenantRecentlyDroppedError(slug, schemaName, delay - droppedAgo);
-        const searchPath = this.#searchPaths.tenantMigration(schemaName);
-        try {
-          if (imported === undefined && (await this.#warmPool?.claim(runner, schemaName))) {
-            claimed = true;
-            await runner.query(`SET LOCAL search_path TO ${quoteIdentList(searchPath)}`); // for the seed hook
-          } else {
-            await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
+      const warmPool = imported === undefined ? this.#warmPools.get(server.name) : undefined;
+      // On the home server one transaction; on another, its transaction inside the home one, committed first (see inPlacedTransaction).
+      const created = await inPlacedTransaction(
+        home,
+        server,
+        `schema:${schemaName}`,
+        async ({ tenant: runner, home: registry }) => {
+          const existing = await this.#registry.findConflict(registry, slug, schemaName);
+          if (existing !== undefined) throw new TenantAlreadyExistsError(slug, schemaName, existing.slug);
+          const delay = this.#options.slugReuseDelayMs;
+          const droppedAgo = delay > 0 ? await this.#registry.droppedWithin(registry, schemaName, delay) : undefined;
+          if (droppedAgo !== undefined) throw new TenantRecentlyDroppedError(slug, schemaName, delay - droppedAgo);
+          // Under both locks, with no tenant holding the name: a schema marked as a tenant's here was left by a creation whose registry row never committed.
+          if (server !== home) await dropOrphanedTenantSchema(runner, schemaName, this.#registryId);
+          const searchPath = this.#searchPaths.tenantMigration(schemaName);
+          try {
+            if (warmPool !== undefined && (await warmPool.claim(runner, schemaName))) {
+              claimed = true;
+              await runner.query(`SET LOCAL search_path TO ${quoteIdentList(searchPath)}`); // for the seed hook
+            } else {
+              await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
+            }
+          } catch (error) {
+            if (sqlStateOf(error) === '42P06') throw new TenantAlreadyExistsError(slug, schemaName, undefined);
+            throw error;
           }
-        } catch (error) {
-          if (sqlStateOf(error) === '42P06') throw new TenantAlreadyExistsError(slug, schemaName, undefined);
-          throw error;
-        }
-        const guard = this.#options.migrationGuard;
-        if (imported !== undefined) {
-          // At the archive's head, its rows, then the code's later migrations over them.
-          await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true, guard, stopBefore: imported.after });
-          const settings = this.#archiveSettings();
-          await loadTenantArchive(runner, schemaName, imported.archive, [settings.migrationsTableName, settings.metadataTableName]);
-          if (imported.after !== undefined) await applyPendingMigrations(provisioning, runner, searchPath, { guard });
-        } else if (!claimed) {
-          await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true, guard });
-        }
-        if (this.#options.isolation === 'role') {
-          await grantTenantRole(runner, this.#roleOf(schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
-        }
-        const record = await this.#registry.insert(runner, { slug, schemaName, name, status: 'active' });
-        if (seed !== undefined) {
-          // Inside the hook tenantContext serves the new tenant, joined to the creation transaction.
-          const seedRun: RunState = { owner: this, tenant: record, dataSource: provisioning, transactionManager: runner.manager, seeding: true };
-          await runStorage.run(seedRun, () =>
-            seed({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) }),
-          );
-        }
-        await this.#ledger.syncTenant(runner, slug, schemaName, { newTenant: true });
-        return record;
-      });
-      if (claimed) this.#warmPool!.refillInBackground();
+          const guard = this.#options.migrationGuard;
+          if (imported !== undefined) {
+            // At the archive's head, its rows, then the code's later migrations over them.
+            await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true, guard, stopBefore: imported.after });
+            const settings = this.#archiveSettings();
+            await loadTenantArchive(runner, schemaName, imported.archive, [settings.migrationsTableName, settings.metadataTableName]);
+            if (imported.after !== undefined) await applyPendingMigrations(provisioning, runner, searchPath, { guard });
+          } else if (!claimed) {
+            await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true, guard });
+          }
+          if (this.#options.isolation === 'role') {
+            await grantTenantRole(runner, this.#roleOf(server, schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
+          }
+          const record = await this.#registry.insert(registry, { slug, schemaName, name, status: 'active', server: server.name });
+          if (seed !== undefined) {
+            // Inside the hook tenantContext serves the new tenant, joined to the creation transaction.
+            const seedRun: RunState = { owner: this, tenant: record, dataSource: provisioning, transactionManager: runner.manager, seeding: true };
+            await runStorage.run(seedRun, () =>
+              seed({ tenant: record, manager: runner.manager, query: (sql, parameters) => runner.query(sql, parameters) }),
+            );
+          }
+          if (server !== home) await markTenantSchema(runner, schemaName, slug, this.#registryId);
+          await this.#ledger.syncTenant(registry, slug, schemaName, { newTenant: true, tenant: runner });
+          return record;
+        },
+        { dataSource: provisioning },
+      );
+      if (claimed) warmPool!.refillInBackground();
       this.#events.emit('created', { tenant: created });
       return created;
     } catch (error) {
@@ -455,6 +563,43 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     } finally {
       if (dataSource?.isInitialized) await dataSource.destroy();
     }
+  }
+
+  /**
+   * The server a new tenant goes to: the one named (it must be one of the
+   * manager's), else the `placement` option's choice, else the server with
+   * the fewest tenants (the first of those, in the order of the options).
+   */
+  async #placeTenant(slug: string, named: string | undefined): Promise<TenantServer> {
+    if (named !== undefined) return this.#serverNamed(named, 'Option "server"');
+    if (this.#servers.size === 1) return this.#home!;
+    const counts = await this.#registry.countByServer(this.#shared!);
+    const servers = [...this.#servers.keys()].map((name) => Object.freeze({ name, tenants: counts.get(name) ?? 0 }));
+    const placement = this.#options.placement;
+    if (placement === undefined) return this.#servers.get(servers.reduce((best, s) => (s.tenants < best.tenants ? s : best)).name)!;
+    const chosen = await placement(Object.freeze({ slug, servers: Object.freeze(servers) }));
+    return this.#serverNamed(chosen, 'The placement option');
+  }
+
+  /** The server of that name, or InvalidArgumentError naming the servers there are. */
+  #serverNamed(name: unknown, what: string): TenantServer {
+    const server = typeof name === 'string' ? this.#servers.get(name) : undefined;
+    if (server === undefined) {
+      throw new InvalidArgumentError(`${what} must name one of the manager's servers (${[...this.#servers.keys()].map((n) => `"${n}"`).join(', ')}); got ${JSON.stringify(name)}.`);
+    }
+    return server;
+  }
+
+  /** The server a tenant lives on; a name the options do not have (a server removed or renamed) is a configuration error. */
+  #serverOf(name: string): TenantServer {
+    const server = this.#servers.get(name);
+    if (server === undefined) {
+      throw new TenancyConfigurationError(
+        `A tenant lives on server "${name}", which the manager's servers option does not name (it names ${[...this.#servers.keys()].map((n) => `"${n}"`).join(', ')}). ` +
+          'Add that server back to the options (a renamed server keeps its tenants only under its old name).',
+      );
+    }
+    return server;
   }
 
   /**
@@ -565,10 +710,19 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     return this.#registry.find(this.#shared!, slug);
   }
 
-  /** Every tenant's registry record, ordered by slug. */
-  async listTenants(): Promise<TenantRecord[]> {
+  /**
+   * Every tenant's registry record, ordered by slug; with `where.server`,
+   * only those living on that server (or those servers).
+   *
+   * @throws InvalidArgumentError for a server name the manager does not have.
+   */
+  async listTenants(options: { readonly where?: { readonly server?: string | readonly string[] } } = {}): Promise<TenantRecord[]> {
     this.#assertReady('listTenants()');
-    return this.#registry.list(this.#shared!);
+    const servers = options.where?.server;
+    const names: readonly unknown[] | undefined = servers === undefined ? undefined : Array.isArray(servers) ? servers : [servers];
+    for (const name of names ?? []) this.#serverNamed(name, 'Option "where.server"');
+    const records = await this.#registry.list(this.#shared!);
+    return names === undefined ? records : records.filter((record) => names.includes(record.server));
   }
 
   /**
@@ -648,7 +802,13 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
   /** What the fan-out module needs of this manager: its public runs and reads, and its reserved names. */
   #fanOutHost(): FanOutHost {
-    return { listTenants: () => this.listTenants(), run: (slug, fn) => this.run(slug, fn), stats: () => this.stats(), reserved: this.#reserved };
+    return {
+      listTenants: () => this.listTenants(),
+      run: (slug, fn) => this.run(slug, fn),
+      defaultConcurrency: this.#defaultConcurrency,
+      servers: [...this.#servers.keys()],
+      reserved: this.#reserved,
+    };
   }
 
   /**
@@ -803,9 +963,25 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       },
       (error: unknown) => {
         finish();
+        if (this.#servers.size > 1 && isMissingSchemaObject(error)) return this.#movedOr(error, lease.value.record);
         throw error;
       },
     );
+  }
+
+  /**
+   * A run failed on a missing schema or relation: when the registry now
+   * places the tenant on another server than the one this run used (it
+   * moved meanwhile), the failure is `TenantMovedError` and the cached
+   * DataSource is forgotten; otherwise the error as it was.
+   */
+  async #movedOr(error: unknown, ran: TenantRecord): Promise<never> {
+    const now = await this.#registry.find(this.#shared!, ran.slug).catch(() => undefined);
+    if (now !== undefined && now.server !== ran.server) {
+      this.#cache.evict(ran.slug);
+      throw new TenantMovedError(ran.slug, now.server, error);
+    }
+    throw error;
   }
 
   /**
@@ -845,7 +1021,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     // Up to date (maybe migrated by another process): served again at once, not after the record TTL.
     for (const result of report.results) if (result.status === 'up-to-date') this.#recheckMigrations(result.slug);
     // Spare schemas are part of the fleet: bring them up to date too.
-    if (this.#warmPool !== undefined && options.signal?.aborted !== true) await this.#warmPool.refill();
+    if (options.signal?.aborted !== true) await Promise.all([...this.#warmPools.values()].map((pool) => pool.refill()));
     return report;
   }
 
@@ -905,14 +1081,21 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
   /**
    * Runs the shared schema's pending migrations (`initialize()` does it too)
-   * under the initialisation lock, and returns the names applied.
+   * under the initialisation lock, on every server (home first), and returns
+   * the names applied on any of them.
    */
   async migrateShared(): Promise<string[]> {
     this.#assertReady('migrateShared()');
-    const shared = this.#shared!;
-    return this.#home!.inLockedTransaction(shared, 'initialize', (runner) =>
-      applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration(), { shared: true }),
-    );
+    const applied = new Set<string>();
+    // Every server has the shared schema: the home server first, then the others, one at a time.
+    for (const server of this.#servers.values()) {
+      const shared = server.sharedDataSource;
+      const names = await server.inLockedTransaction(shared, 'initialize', (runner) =>
+        applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration(), { shared: true }),
+      );
+      for (const name of names) applied.add(name);
+    }
+    return [...applied];
   }
 
   /**
@@ -963,14 +1146,27 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    */
   async refillWarmPool(): Promise<void> {
     this.#assertReady('refillWarmPool()');
-    if (this.#warmPool === undefined) throw new InvalidArgumentError('refillWarmPool() needs the manager option warmPool: { size }.');
-    await this.#warmPool.refill();
+    if (this.#warmPools.size === 0) throw new InvalidArgumentError('refillWarmPool() needs the manager option warmPool: { size }.');
+    await Promise.all([...this.#warmPools.values()].map((pool) => pool.refill()));
   }
 
-  /** Spare schemas in the warm pool, and how many have every tenant migration (zeros without a warm pool). */
-  async warmPoolStatus(): Promise<{ total: number; ready: number }> {
+  /**
+   * Spare schemas in the warm pools, and how many have every tenant
+   * migration (zeros without a warm pool): every server's together, and
+   * each server's (`servers`, by name; each server keeps `warmPool.size` spares).
+   */
+  async warmPoolStatus(): Promise<{ total: number; ready: number; servers: Record<string, { total: number; ready: number }> }> {
     this.#assertReady('warmPoolStatus()');
-    return this.#warmPool === undefined ? { total: 0, ready: 0 } : this.#warmPool.count(this.#shared!);
+    const servers: Record<string, { total: number; ready: number }> = {};
+    let total = 0;
+    let ready = 0;
+    for (const [name, pool] of this.#warmPools) {
+      const count = await pool.count(this.#servers.get(name)!.sharedDataSource);
+      servers[name] = count;
+      total += count.total;
+      ready += count.ready;
+    }
+    return { total, ready, servers };
   }
 
   /** Cache counters and the shared pool's gauges. */
@@ -979,10 +1175,15 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     let total = 0;
     let idle = 0;
     let waiting = 0;
-    for (const pool of this.#home === undefined ? [] : [this.#home.pool]) {
+    let max = 0;
+    const servers: Record<string, TenantPoolStats> = {};
+    for (const [name, server] of this.#servers) {
+      const pool = server.pool;
+      servers[name] = Object.freeze({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: server.poolMax });
       total += pool.totalCount;
       idle += pool.idleCount;
       waiting += pool.waitingCount;
+      max += server.poolMax;
     }
     return {
       cachedDataSources: cache.size,
@@ -991,8 +1192,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       evictions: cache.evictions,
       pendingDisposal: cache.pendingDisposal,
       activeRuns: this.#activeRuns,
-      // The pool's real size (`dataSource.extra.max` overrides poolSize, as in TypeORM).
-      pool: { total, idle, waiting, max: this.#home?.poolMax ?? this.#options.connection.poolSize ?? DEFAULT_POOL_SIZE },
+      // The pools' real sizes (`extra.max` overrides poolSize, as in TypeORM); before initialize(), the options'.
+      pool: { total, idle, waiting, max: this.#servers.size > 0 ? max : this.#options.servers.reduce((sum, s) => sum + (s.connection.poolSize ?? DEFAULT_POOL_SIZE), 0) },
+      servers: Object.freeze(servers),
     };
   }
 
@@ -1033,7 +1235,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
     this.#queryCache = options.queryCache === undefined ? undefined : new QueryCacheStore(options.queryCache);
     const partition = this.#partition!;
-    const home = await TenantServer.open('default', options.connection, {
+    const model = {
       tenantEntities: partition.tenantEntities,
       sharedEntities: partition.sharedEntities,
       tenantMigrations: this.#tenantMigrations,
@@ -1044,109 +1246,145 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       queryCache: this.#queryCache,
       dataSourceLogger: options.dataSourceLogger,
       onPoolError: options.onPoolError,
-    });
+      severalServers: options.servers.length > 1,
+    };
+    // Every server opens at once; if one cannot, those that did are closed again (by #teardown) and the error says which.
+    const opened = await Promise.allSettled(options.servers.map((server) => TenantServer.open(server.name, server.connection, model)));
+    for (const result of opened) if (result.status === 'fulfilled') this.#servers.set(result.value.name, result.value);
+    const failed = opened.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
+    const home = this.#servers.get(options.homeServer)!;
     this.#home = home;
     const shared = home.sharedDataSource;
     this.#shared = shared;
     pinSharedActiveRecord(partition.sharedEntities, shared);
     if (options.warmPool !== undefined) {
-      this.#warmPool = new WarmPool(
-        {
-          server: home,
-          sharedSchema: options.sharedSchema,
-          searchPaths: this.#searchPaths,
-          metadataTableName: options.connection.metadataTableName ?? 'typeorm_metadata',
-          tenantMigrationNames: this.#tenantMigrationNames,
-          migrationGuard: options.migrationGuard,
-          isServing: () => this.#state === 'ready',
-          onBackgroundError: options.onBackgroundError,
-        },
-        options.warmPool,
-        options.registryTable,
-      );
+      for (const server of this.#servers.values()) {
+        const pool = new WarmPool(
+          {
+            server,
+            sharedSchema: options.sharedSchema,
+            searchPaths: this.#searchPaths,
+            metadataTableName: options.connection.metadataTableName ?? 'typeorm_metadata',
+            tenantMigrationNames: this.#tenantMigrationNames,
+            migrationGuard: options.migrationGuard,
+            isServing: () => this.#state === 'ready',
+            onBackgroundError: options.onBackgroundError,
+          },
+          options.warmPool,
+          options.registryTable,
+        );
+        this.#warmPools.set(server.name, pool);
+      }
     }
 
-    const [{ role, database }] = (await shared.query('SELECT current_user AS role, current_database() AS database')) as Array<{ role: string; database: string }>;
-    this.#reserved = { sharedSchema: options.sharedSchema, connectingRole: role, otherSchemas: this.#librarySchemas };
-    if (database === 'template0' || database === 'template1') {
-      throw new TenancyConfigurationError(
-        `initialize() connected to the template database "${database}" of ${home.describe()}: ` +
-          'every database created later is copied from it, so the tenant registry, the ledger and the shared schema would be copied into each. ' +
-          "Name your application's database (dataSource.url or dataSource.database; is DATABASE_URL unset?).",
-      );
-    }
-    if (database === 'postgres' && !options.allowMaintenanceDatabase) {
-      this.#log({
-        level: 'warn',
-        kind: 'configuration',
-        message:
-          `initialize() is using the maintenance database "${database}" of ${home.describe()}: ` +
-          'the tenant registry, the migration ledger and the shared schema go there. Name your application\'s database ' +
-          '(dataSource.url or dataSource.database; is DATABASE_URL unset?), or pass allowMaintenanceDatabase: true if it is meant.',
-      });
-    }
+    this.#reserved = {
+      sharedSchema: options.sharedSchema,
+      connectingRoles: [...new Set([...this.#servers.values()].map((server) => server.connectingRole))],
+      otherSchemas: this.#librarySchemas,
+    };
+    for (const server of this.#servers.values()) this.#checkDatabaseName(server);
 
     const extensions = await this.#checkModel(options.connection.installExtensions !== false);
-    const warnings = await home.inLockedTransaction(shared, 'initialize', async (runner) => {
-      await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
-      await ensureMigrationGuard(runner, options.migrationGuard);
-      await this.#registry.ensureTable(runner);
-      await this.#domains.ensureTable(runner);
-      await this.#ledger.ensureTable(runner);
-      await this.#warmPool?.ensureTable(runner);
-      // A tenant made before these names were reserved (an upgrade, or another config) would be searched by every tenant's raw SQL.
-      const taken = await this.#registry.holdingSchemas(runner, this.#librarySchemas);
-      if (taken.length > 0) {
-        throw new TenancyConfigurationError(
-          `Tenant ${taken.map((t) => `"${t.slug}" (schema "${t.schemaName}")`).join(', ')} holds a schema that every tenant's raw SQL searches ` +
-            '(extensionsSchema or querySearchPath): its tables would be reachable from every tenant. Choose another extensionsSchema or querySearchPath entry.',
-        );
-      }
-      const installed = await installExtensions(runner, { schema: options.extensionsSchema, sharedSchema: options.sharedSchema, names: extensions });
-      const pathWarning = await checkDefaultSearchPath(runner, { schema: options.extensionsSchema, schemas: installed.schemas });
-      await applyPendingMigrations(shared, runner, this.#searchPaths.sharedMigration(), { shared: true });
-      await this.#refuseSharedTablesInTenants(runner);
-      return pathWarning === undefined ? installed.warnings : [...installed.warnings, pathWarning];
-    });
-    for (const warning of warnings) this.#log({ level: 'warn', kind: 'configuration', message: warning });
+    // The home server first (registry, domains, ledger, then its shared schema), then every other server's shared schema.
+    for (const server of this.#servers.values()) {
+      const isHome = server === home;
+      const serverShared = server.sharedDataSource;
+      const warnings = await server.inLockedTransaction(serverShared, 'initialize', async (runner) => {
+        await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
+        await ensureMigrationGuard(runner, options.migrationGuard);
+        if (isHome) {
+          await this.#registry.ensureTable(runner);
+          this.#registryId = (await this.#registry.identity(runner))!;
+          await this.#domains.ensureTable(runner);
+          await this.#ledger.ensureTable(runner);
+          // A tenant made before these names were reserved (an upgrade, or another config) would be searched by every tenant's raw SQL.
+          const taken = await this.#registry.holdingSchemas(runner, this.#librarySchemas);
+          if (taken.length > 0) {
+            throw new TenancyConfigurationError(
+              `Tenant ${taken.map((t) => `"${t.slug}" (schema "${t.schemaName}")`).join(', ')} holds a schema that every tenant's raw SQL searches ` +
+                '(extensionsSchema or querySearchPath): its tables would be reachable from every tenant. Choose another extensionsSchema or querySearchPath entry.',
+            );
+          }
+        }
+        await this.#warmPools.get(server.name)?.ensureTable(runner);
+        const installed = await installExtensions(runner, { schema: options.extensionsSchema, sharedSchema: options.sharedSchema, names: extensions });
+        const pathWarning = await checkDefaultSearchPath(runner, { schema: options.extensionsSchema, schemas: installed.schemas });
+        await applyPendingMigrations(serverShared, runner, this.#searchPaths.sharedMigration(), { shared: true });
+        if (isHome) await this.#refuseSharedTablesInTenants(runner);
+        const found = pathWarning === undefined ? installed.warnings : [...installed.warnings, pathWarning];
+        return this.#servers.size === 1 ? found : found.map((warning) => `server "${server.name}": ${warning}`);
+      });
+      for (const warning of warnings) this.#log({ level: 'warn', kind: 'configuration', message: warning });
+    }
     if (options.checkEntities) await this.#refuseTenantEntitiesWithoutTables();
+    const smallestPool = Math.min(...[...this.#servers.values()].map((server) => server.poolMax));
     this.#fleet = new FleetMigrator({
-      server: home,
+      home,
+      serverOf: (name) => this.#serverOf(name),
       searchPaths: this.#searchPaths,
       registry: this.#registry,
       ledger: this.#ledger,
       tenantMigrationNames: this.#tenantMigrationNames,
       migrationGuard: options.migrationGuard,
       log: this.#log,
-      // The pool's real size: `dataSource.extra.max` overrides poolSize, as in TypeORM.
-      defaultConcurrency: Math.max(1, Math.floor(home.poolMax / 2)),
-      poolSize: home.poolMax,
+      defaultConcurrency: this.#defaultConcurrency,
+      poolSize: smallestPool,
       owner: this,
       nonTransactionalMigrations: this.#tenantMigrations.some(declaresNonTransactional),
     });
     this.#lifecycle = new TenantLifecycle({
-      server: home,
+      home,
+      serverOf: (name) => this.#serverOf(name),
       registry: this.#registry,
       domains: this.#domains,
       events: this.#events,
       plugins: this.#plugins,
       dropBatchSize: options.dropBatchSize,
       evict: (slug) => this.#cache.evict(slug),
-      dropTenantRole: (runner, schemaName) => dropTenantRole(runner, this.#roleOf(schemaName)),
-      migrateInTransaction: async (dataSource, runner, slug, schemaName) => {
+      dropTenantRole: (runner, schemaName, server) => dropTenantRole(runner, this.#roleOf(server, schemaName)),
+      migrateInTransaction: async (dataSource, runners, slug, schemaName) => {
         try {
-          await applyPendingMigrations(dataSource, runner, this.#searchPaths.tenantMigration(schemaName), { guard: options.migrationGuard });
+          await applyPendingMigrations(dataSource, runners.tenant, this.#searchPaths.tenantMigration(schemaName), { guard: options.migrationGuard });
         } catch (error) {
           // restoreTenant(): say which tenant and which migration (the guard's refusals included).
           if (error instanceof MigrationFailure) throw new TenantMigrationError(slug, error.migration, error.cause);
           throw error;
         }
-        await this.#ledger.syncTenant(runner, slug, schemaName);
+        await this.#ledger.syncTenant(runners.home, slug, schemaName, { tenant: runners.tenant });
       },
     });
     this.#state = 'ready';
     registerLiveOwner(this);
-    this.#warmPool?.refillInBackground();
+    for (const pool of this.#warmPools.values()) pool.refillInBackground();
+  }
+
+  /** Tenants processed at once on each server by fleet runs and fan-outs that do not say: half the smallest pool, at least 1. */
+  get #defaultConcurrency(): number {
+    // The pools' real sizes: `extra.max` overrides poolSize, as in TypeORM.
+    return Math.max(1, Math.floor(Math.min(...[...this.#servers.values()].map((server) => server.poolMax)) / 2));
+  }
+
+  /** Refuses a template database and warns about the maintenance one, for the database a server connected to. */
+  #checkDatabaseName(server: TenantServer): void {
+    const database = server.database;
+    if (database === 'template0' || database === 'template1') {
+      throw new TenancyConfigurationError(
+        `initialize() connected to the template database "${database}" of ${server.describe()}: ` +
+          'every database created later is copied from it, so the tenant registry, the ledger and the shared schema would be copied into each. ' +
+          "Name your application's database (dataSource.url or dataSource.database; is DATABASE_URL unset?).",
+      );
+    }
+    if (database === 'postgres' && !this.#options.allowMaintenanceDatabase) {
+      this.#log({
+        level: 'warn',
+        kind: 'configuration',
+        message:
+          `initialize() is using the maintenance database "${database}" of ${server.describe()}: ` +
+          'the tenant registry, the migration ledger and the shared schema go there. Name your application\'s database ' +
+          '(dataSource.url or dataSource.database; is DATABASE_URL unset?), or pass allowMaintenanceDatabase: true if it is meant.',
+      });
+    }
   }
 
   async #shutdown(): Promise<void> {
@@ -1155,7 +1393,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     unregisterLiveOwner(this);
     if (!wasReady) await this.#init?.catch(() => undefined); // a failed start tears itself down
     await this.#waitForRuns(this.#options.destroyTimeoutMs);
-    await this.#warmPool?.settled();
+    await Promise.all([...this.#warmPools.values()].map((pool) => pool.settled()));
     await this.#teardown();
     this.#state = 'destroyed';
   }
@@ -1164,13 +1402,17 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     await this.#cache.clear();
     if (this.#shared !== undefined) unpinSharedActiveRecord(this.#shared);
     this.#shared = undefined;
-    const home = this.#home;
     this.#home = undefined;
-    await home?.close();
+    const servers = [...this.#servers.values()];
+    this.#servers.clear();
+    this.#warmPools.clear();
+    const closed = await Promise.allSettled(servers.map((server) => server.close()));
     if (this.#pinned) {
       this.#pinned = false;
       releaseSharedSchema();
     }
+    const failed = closed.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
   }
 
   #waitForRuns(timeoutMs: number): Promise<void> {
@@ -1205,9 +1447,9 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     }
   }
 
-  /** The tenant role of `schemaName` (roles are cluster-wide: the name includes the database). */
-  #roleOf(schemaName: string): string {
-    return tenantRoleName(this.#home!.database, schemaName);
+  /** The tenant role of `schemaName` on `server` (roles are cluster-wide: the name includes the database). */
+  #roleOf(server: TenantServer, schemaName: string): string {
+    return tenantRoleName(server.database, schemaName);
   }
 
   get #migrationsTableName(): string {
@@ -1216,6 +1458,12 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
   #validateFleetOptions(options: FleetMigrationOptions): void {
     for (const slug of options.tenants ?? []) validateTenantSlug(slug, this.#reserved);
+    const where = options.where;
+    if (where !== undefined && (where === null || typeof where !== 'object')) throw new InvalidArgumentError('Option "where" must be an object such as { server: "eu1" }.');
+    const servers = where?.server;
+    for (const name of servers === undefined ? [] : typeof servers === 'string' ? [servers] : Array.isArray(servers) ? servers : [servers]) {
+      this.#serverNamed(name, 'Option "where.server"');
+    }
     if (options.concurrency !== undefined && (!Number.isInteger(options.concurrency) || options.concurrency < 1)) {
       throw new InvalidArgumentError(`Option "concurrency" must be a positive integer; got ${String(options.concurrency)}.`);
     }
@@ -1298,15 +1546,16 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     if (record === undefined) throw new TenantNotFoundError(slug);
     if (record.status !== 'active') throw notServedError(slug, record.status);
     const pending = await this.#isPending(slug);
-    const role = this.#options.isolation === 'role' ? this.#roleOf(record.schemaName) : undefined;
+    const server = this.#serverOf(record.server);
+    const role = this.#options.isolation === 'role' ? this.#roleOf(server, record.schemaName) : undefined;
     const fence: DropFence = { slug, dropped: false };
-    const dataSource = await this.#home!.buildDataSource(record.schemaName, {
+    const dataSource = await server.buildDataSource(record.schemaName, {
       kind: 'served',
       searchPath: this.#searchPaths.tenantRaw(record.schemaName),
       role,
-      sessionUser: this.#reserved.connectingRole,
+      sessionUser: server.connectingRole,
       fence,
-      queryCache: this.#queryCache?.tenantOption(tenantCachePrefix(this.#home!.database, record.schemaName, record.createdAt)),
+      queryCache: this.#queryCache?.tenantOption(tenantCachePrefix(server.database, record.schemaName, record.createdAt)),
       sqlComment: this.#options.sqlComment ? tenantSqlCommentPrefix(record.slug) : undefined,
     });
     let fences = this.#fences.get(record.schemaName);
@@ -1393,39 +1642,9 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
   if (options === null || typeof options !== 'object') {
     throw new TenancyConfigurationError('TenantDataSourceManager needs an options object with "dataSource" and "entities".');
   }
-  const connection = options.dataSource as TenantConnectionOptions & Record<string, unknown>;
-  if (connection === null || typeof connection !== 'object' || connection.type !== 'postgres') {
-    throw new TenancyConfigurationError('Option "dataSource" must be TypeORM postgres options, with type: "postgres".');
-  }
-  for (const key of ['entities', 'migrations', 'schema', 'driver', 'replication'] as const) {
-    if (connection[key] !== undefined) {
-      throw new TenancyConfigurationError(
-        `Option "dataSource.${key}" is set by the manager and must not be given: ` +
-          (key === 'entities'
-            ? 'pass entities as the "entities" option.'
-            : key === 'migrations'
-              ? 'pass "tenantMigrations" and "sharedMigrations".'
-              : key === 'schema'
-                ? 'tenant schemas come from the slugs; the shared schema is the "sharedSchema" option.'
-                : key === 'driver'
-                  ? 'every DataSource uses the manager\'s shared pool.'
-                  : 'read replicas are not supported yet.'),
-      );
-    }
-  }
-  // TypeORM keys cached results by the caller's id or the query text: an id
-  // such as { cache: { id: 'clients' } } is the same in every tenant, so the
-  // manager keeps one store and gives each tenant DataSource its own prefix.
-  const { cache, ...connectionWithoutCache } = connection;
-  const queryCache = validateQueryCacheOption(cache as TenantConnectionOptions['cache']);
-  for (const key of ['synchronize', 'dropSchema', 'migrationsRun'] as const) {
-    if (connection[key]) {
-      throw new TenancyConfigurationError(
-        `Option "dataSource.${key}" is refused: on a tenant DataSource it would change or drop one tenant's schema outside migrations. ` +
-          'Change schemas with tenantMigrations and sharedMigrations.',
-      );
-    }
-  }
+  const { servers, homeServer, queryCache } = resolveServers(options);
+  const home = servers.find((server) => server.name === homeServer)!;
+  const connection = home.connection as TenantConnectionOptions & Record<string, unknown>;
   if (!Array.isArray(options.entities) || options.entities.length === 0) {
     throw new TenancyConfigurationError(
       'Option "entities" must list the entity classes, tenant-scoped and shared, or paths or globs of their files (as in TypeORM\'s DataSource options).',
@@ -1458,8 +1677,14 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
   const pool = { ...DEFAULT_POOL_OPTIONS, ...(options.pool ?? {}) };
   const logger = validateTenancyLogger(options.logger, connection.logger);
   const log = createLibraryLog(logger);
+  if (options.placement !== undefined && typeof options.placement !== 'function') {
+    throw new TenancyConfigurationError(`Option "placement" must be a function that returns a server's name; got ${typeof options.placement}.`);
+  }
   return Object.freeze({
-    connection: Object.freeze({ ...connectionWithoutCache }) as TenantConnectionOptions,
+    connection: home.connection,
+    servers,
+    homeServer,
+    placement: options.placement,
     queryCache,
     entities: classListOption(options.entities, 'entities'),
     tenantMigrations: classListOption(options.tenantMigrations ?? [], 'tenantMigrations'),
@@ -1492,6 +1717,102 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
   });
 }
 
+/** A server name: what the registry records and the CLI's `--server` takes. */
+const SERVER_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+
+/**
+ * The servers of the options: `dataSource` (one server named `'default'`)
+ * or `servers` (by name), each checked as TypeORM postgres options the
+ * manager can own; the home server; and the query cache option, which only
+ * the home server may carry.
+ */
+function resolveServers(options: TenantDataSourceManagerOptions): {
+  servers: readonly ServerOption[];
+  homeServer: string;
+  queryCache: QueryCacheOptions | undefined;
+} {
+  const given = options.servers;
+  if (given !== undefined && options.dataSource !== undefined) {
+    throw new TenancyConfigurationError('Give either "dataSource" (one server) or "servers" (several, by name), not both.');
+  }
+  if (given === undefined) {
+    if (options.homeServer !== undefined) throw new TenancyConfigurationError('Option "homeServer" needs the "servers" option.');
+    const { connection, cache } = resolveConnection(options.dataSource, 'dataSource');
+    return { servers: Object.freeze([Object.freeze({ name: DEFAULT_SERVER_NAME, connection })]), homeServer: DEFAULT_SERVER_NAME, queryCache: cache };
+  }
+  if (given === null || typeof given !== 'object' || Array.isArray(given) || Object.keys(given).length === 0) {
+    throw new TenancyConfigurationError('Option "servers" must be an object of TypeORM postgres options by server name, with at least one server.');
+  }
+  const names = Object.keys(given);
+  for (const name of names) {
+    if (!SERVER_NAME.test(name)) {
+      throw new TenancyConfigurationError(`Server name ${JSON.stringify(name)} is invalid: use 1 to 63 letters, digits, "_" or "-", starting with a letter or digit.`);
+    }
+  }
+  const homeServer = options.homeServer ?? names[0]!;
+  if (!names.includes(homeServer)) {
+    throw new TenancyConfigurationError(`Option "homeServer" must be one of the servers (${names.map((n) => `"${n}"`).join(', ')}); got ${JSON.stringify(homeServer)}.`);
+  }
+  let queryCache: QueryCacheOptions | undefined;
+  const servers = names.map((name) => {
+    const { connection, cache } = resolveConnection(given[name], `servers.${name}`);
+    if (name === homeServer) queryCache = cache;
+    else if (cache !== undefined) {
+      throw new TenancyConfigurationError(`Option "servers.${name}.cache" is refused: the query result cache is one store for every server, given on the home server ("${homeServer}").`);
+    }
+    return Object.freeze({ name, connection });
+  });
+  const home = servers.find((server) => server.name === homeServer)!;
+  for (const server of servers) {
+    for (const key of ['migrationsTableName', 'metadataTableName'] as const) {
+      if (server.connection[key] !== home.connection[key]) {
+        throw new TenancyConfigurationError(
+          `Option "servers.${server.name}.${key}" differs from the home server's: every tenant's migrations are read and written under one name, so give it the same value on every server.`,
+        );
+      }
+    }
+  }
+  return { servers: Object.freeze(servers), homeServer, queryCache };
+}
+
+/** One server's connection options, checked: postgres, nothing the manager sets itself, nothing that changes schemas outside migrations. */
+function resolveConnection(value: unknown, label: string): { connection: TenantConnectionOptions; cache: QueryCacheOptions | undefined } {
+  const connection = value as TenantConnectionOptions & Record<string, unknown>;
+  if (connection === null || typeof connection !== 'object' || connection.type !== 'postgres') {
+    throw new TenancyConfigurationError(`Option "${label}" must be TypeORM postgres options, with type: "postgres".`);
+  }
+  for (const key of ['entities', 'migrations', 'schema', 'driver', 'replication'] as const) {
+    if (connection[key] !== undefined) {
+      throw new TenancyConfigurationError(
+        `Option "${label}.${key}" is set by the manager and must not be given: ` +
+          (key === 'entities'
+            ? 'pass entities as the "entities" option.'
+            : key === 'migrations'
+              ? 'pass "tenantMigrations" and "sharedMigrations".'
+              : key === 'schema'
+                ? 'tenant schemas come from the slugs; the shared schema is the "sharedSchema" option.'
+                : key === 'driver'
+                  ? 'every DataSource uses the manager\'s shared pool.'
+                  : 'read replicas are not supported yet.'),
+      );
+    }
+  }
+  // TypeORM keys cached results by the caller's id or the query text: an id
+  // such as { cache: { id: 'clients' } } is the same in every tenant, so the
+  // manager keeps one store and gives each tenant DataSource its own prefix.
+  const { cache, ...connectionWithoutCache } = connection;
+  const queryCache = validateQueryCacheOption(cache as TenantConnectionOptions['cache']);
+  for (const key of ['synchronize', 'dropSchema', 'migrationsRun'] as const) {
+    if (connection[key]) {
+      throw new TenancyConfigurationError(
+        `Option "${label}.${key}" is refused: on a tenant DataSource it would change or drop one tenant's schema outside migrations. ` +
+          'Change schemas with tenantMigrations and sharedMigrations.',
+      );
+    }
+  }
+  return { connection: Object.freeze({ ...connectionWithoutCache }) as TenantConnectionOptions, cache: queryCache };
+}
+
 /** An optional boolean option: `false` when not given. */
 function booleanOption(value: unknown, name: string): boolean {
   if (value === undefined) return false;
@@ -1506,6 +1827,12 @@ function declaresNonTransactional(migration: Function): boolean {
   } catch {
     return false; // a constructor that needs arguments: TypeORM could not build it either, and says so when it runs
   }
+}
+
+/** PostgreSQL's "schema does not exist" (3F000) or "relation does not exist" (42P01): what a statement gets from a tenant's former server. */
+function isMissingSchemaObject(error: unknown): boolean {
+  const state = sqlStateOf(error);
+  return state === '3F000' || state === '42P01';
 }
 
 /** Drop notes older than this are pruned, so no longer wait can be kept. */

@@ -17,6 +17,8 @@ export interface TenantEventMap {
   readonly resumed: { readonly tenant: TenantRecord };
   readonly archived: { readonly tenant: TenantRecord };
   readonly restored: { readonly tenant: TenantRecord };
+  /** A tenant moved to another server (`moveTenant`): the registry names its new server. */
+  readonly moved: { readonly tenant: TenantRecord; readonly from: string };
   /** A tenant was dropped: schema, tables and registry row are gone. */
   readonly dropped: { readonly slug: string; readonly schemaName: string };
   /** A hostname was added to a tenant (`addTenantDomain`). */
@@ -117,6 +119,10 @@ function lifecycleEntry(event: TenantEventName, payload: TenantEventMap[TenantEv
       const { slug, error } = payload as TenantEventMap['migration-failed'];
       const at = error.migration === undefined ? '' : ` at ${error.migration}`;
       return entry('error', slug, schemaNameForSlug(slug), `Tenant "${slug}" failed to migrate${at} (rolled back): ${error.message}`);
+    }
+    case 'moved': {
+      const { tenant, from } = payload as TenantEventMap['moved'];
+      return entry('info', tenant.slug, tenant.schemaName, `Tenant "${tenant.slug}" moved from server "${from}" to "${tenant.server}".`);
     }
     case 'dropped': {
       const { slug, schemaName } = payload as TenantEventMap['dropped'];

@@ -2,6 +2,7 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import { InvalidArgumentError, TenancyError, TenantMigrationError, TenantNotFoundError, databaseErrorOf, sqlStateOf } from '../errors';
 import type { TenantRegistry, SqlRunner } from '../registry/tenant-registry';
 import type { TenantServer } from '../data-source/tenant-server';
+import { quoteIdent } from '../naming/quote-ident';
 import type { SearchPaths } from '../naming/search-paths';
 import { TENANT_STATUSES, type TenantRecord, type TenantStatus } from '../registry/tenant-record';
 import {
@@ -26,6 +27,8 @@ import { inTenantSpan } from '../observability/tracing';
 export interface FleetMigrationOptions extends FleetRunOptions {
   /** Only these tenants (validated slugs). Default: every active tenant. */
   readonly tenants?: readonly string[];
+  /** Only the tenants living on this server, or these servers (names of the manager's servers). */
+  readonly where?: { readonly server?: string | readonly string[] };
 }
 
 /** One tenant's migrations, as `migrationStatus()` reports them. */
@@ -40,16 +43,19 @@ export interface TenantMigrationStatus {
 
 /** What the fleet migrator needs from the manager. */
 export interface SchemaAccess {
-  /** The server the tenants live on (its shared schema holds the registry and the ledger). */
-  readonly server: TenantServer;
+  /** The home server: its shared schema holds the registry and the ledger. */
+  readonly home: TenantServer;
+  /** The server of the given name (a tenant's `server`); throws for a name the manager does not have. */
+  serverOf(name: string): TenantServer;
   /** The search path of each tenant's migrations. */
   readonly searchPaths: SearchPaths;
   readonly registry: TenantRegistry;
   readonly ledger: MigrationLedger;
   /** Names of the tenant migrations of the code, in the order TypeORM runs them (by timestamp). */
   readonly tenantMigrationNames: readonly string[];
+  /** Tenants processed at once on each server, unless a run says otherwise. */
   readonly defaultConcurrency: number;
-  /** The pool's size: a tenant with `transaction = false` migrations uses two of its connections while it migrates. */
+  /** The smallest pool's size: a tenant with `transaction = false` migrations uses two of its server's connections while it migrates. */
   readonly poolSize: number;
   /** Whether some tenant migration declares `transaction = false`. */
   readonly nonTransactionalMigrations: boolean;
@@ -92,17 +98,17 @@ export class FleetMigrator {
    */
   async migrateTenants(options: FleetMigrationOptions = {}): Promise<FleetReport> {
     const started = performance.now();
-    const scope = await this.#scope(options.tenants, MIGRATABLE);
+    const scope = await this.#scope(options.tenants, MIGRATABLE, options.where?.server);
     const settled = new Map<string, FleetTenantResult>();
     for (const tenant of scope) {
       if (!MIGRATABLE.includes(tenant.status)) settled.set(tenant.slug, notServedLine(tenant, 'migrated'));
       else if (!tenant.pending) settled.set(tenant.slug, { slug: tenant.slug, status: 'up-to-date', applied: [], ms: 0 });
     }
-    const schemaOf = new Map(scope.map((t) => [t.slug, t.schemaName]));
+    const byslug = new Map(scope.map((t) => [t.slug, t]));
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
-      (slug) => this.#observed('migrate', slug, schemaOf.get(slug)!, () => this.#migrateOne(slug, schemaOf.get(slug)!)),
-      this.#runOptions(options),
+      (slug) => this.#observed('migrate', slug, byslug.get(slug)!.schemaName, () => this.#migrateOne(byslug.get(slug)!)),
+      this.#runOptions(options, byslug),
     );
   }
 
@@ -112,13 +118,13 @@ export class FleetMigrator {
    */
   async revertTenants(options: FleetMigrationOptions = {}): Promise<FleetReport> {
     const started = performance.now();
-    const scope = await this.#scope(options.tenants, MIGRATABLE);
+    const scope = await this.#scope(options.tenants, MIGRATABLE, options.where?.server);
     const settled = new Map(scope.filter((t) => !MIGRATABLE.includes(t.status)).map((t) => [t.slug, notServedLine(t, 'reverted')]));
-    const schemaOf = new Map(scope.map((t) => [t.slug, t.schemaName]));
+    const byslug = new Map(scope.map((t) => [t.slug, t]));
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
-      (slug) => this.#observed('revert', slug, schemaOf.get(slug)!, () => this.#revertOne(slug, schemaOf.get(slug)!)),
-      this.#runOptions(options),
+      (slug) => this.#observed('revert', slug, byslug.get(slug)!.schemaName, () => this.#revertOne(byslug.get(slug)!)),
+      this.#runOptions(options, byslug),
     );
   }
 
@@ -128,7 +134,7 @@ export class FleetMigrator {
    * @throws TenantMigrationError when the revert fails (rolled back).
    */
   async revertTenant(tenant: TenantRecord): Promise<FleetTenantResult> {
-    return this.#observed('revert', tenant.slug, tenant.schemaName, () => this.#revertOne(tenant.slug, tenant.schemaName, true));
+    return this.#observed('revert', tenant.slug, tenant.schemaName, () => this.#revertOne(tenant, true));
   }
 
   /**
@@ -163,7 +169,7 @@ export class FleetMigrator {
 
   async migrationStatus(): Promise<TenantMigrationStatus[]> {
     const access = this.#access;
-    const entries = await access.ledger.entries(access.server.sharedDataSource);
+    const entries = await access.ledger.entries(access.home.sharedDataSource);
     return entries.map((entry) => {
       const applied = new Set(entry.applied);
       return {
@@ -185,48 +191,52 @@ export class FleetMigrator {
     const started = performance.now();
     const scope = await this.#scope(undefined, TENANT_STATUSES);
     const settled = new Map(scope.filter((t) => !MIGRATABLE.includes(t.status)).map((t) => [t.slug, notServedLine(t, 'reconciled')]));
-    const schemaOf = new Map(scope.map((t) => [t.slug, t.schemaName]));
+    const byslug = new Map(scope.map((t) => [t.slug, t]));
+    // #inTenantSchema copies the tenant's migrations table into the ledger after every change: here the change is nothing.
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
-      (slug) =>
-        this.#inTenantSchema(slug, schemaOf.get(slug)!, 'up-to-date', async (_dataSource, runner) => {
-          await access.ledger.syncTenant(runner, slug, schemaOf.get(slug)!);
-          return { applied: [] };
-        }),
-      this.#runOptions(options, false),
+      (slug) => this.#inTenantSchema(byslug.get(slug)!, 'up-to-date', async () => ({ applied: [] })),
+      this.#runOptions(options, byslug, false),
     );
   }
 
-  #migrateOne(slug: string, schemaName: string): Promise<FleetTenantResult> {
+  #migrateOne(tenant: Placed): Promise<FleetTenantResult> {
     const access = this.#access;
-    const searchPath = access.searchPaths.tenantMigration(schemaName);
-    return this.#inTenantSchema(slug, schemaName, 'migrated', async (dataSource, runner) => {
+    const searchPath = access.searchPaths.tenantMigration(tenant.schemaName);
+    return this.#inTenantSchema(tenant, 'migrated', async (dataSource, runner) => {
       if (hasNonTransactional(dataSource)) {
         await releaseSnapshot(runner);
-        return applyPendingInSegments(dataSource, this.#segments(slug, schemaName));
+        return applyPendingInSegments(dataSource, this.#segments(tenant));
       }
       return { applied: await applyPendingMigrations(dataSource, runner, searchPath, { guard: access.migrationGuard }) };
     });
   }
 
-  /** How a tenant with `transaction = false` migrations runs them: in segments, each recorded in the ledger as it commits. */
-  #segments(slug: string, schemaName: string): Parameters<typeof applyPendingInSegments>[1] {
+  /**
+   * How a tenant with `transaction = false` migrations runs them: in
+   * segments, each recorded in the ledger as it commits. On a server other
+   * than the home one the ledger is written once the tenant's work ended
+   * (see #inTenantSchema), from what its server committed.
+   */
+  #segments(tenant: Placed): Parameters<typeof applyPendingInSegments>[1] {
     const access = this.#access;
+    const { slug, schemaName } = tenant;
+    const onHome = access.serverOf(tenant.server) === access.home;
     return {
       searchPath: access.searchPaths.tenantMigration(schemaName),
       guard: access.migrationGuard,
-      record: (runner) => access.ledger.syncTenant(runner, slug, schemaName),
+      record: (runner) => (onHome ? access.ledger.syncTenant(runner, slug, schemaName) : Promise.resolve()),
     };
   }
 
-  #revertOne(slug: string, schemaName: string, throwOnFailure = false): Promise<FleetTenantResult> {
+  #revertOne(tenant: Placed, throwOnFailure = false): Promise<FleetTenantResult> {
+    const schemaName = tenant.schemaName;
     return this.#inTenantSchema(
-      slug,
-      schemaName,
+      tenant,
       'reverted',
       async (dataSource, runner) => {
         const undone = hasNonTransactional(dataSource)
-          ? await releaseSnapshot(runner).then(() => undoLastInSegments(dataSource, this.#segments(slug, schemaName)))
+          ? await releaseSnapshot(runner).then(() => undoLastInSegments(dataSource, this.#segments(tenant)))
           : await undoLastMigration(dataSource, runner, this.#access.searchPaths.tenantMigration(schemaName), { guard: this.#access.migrationGuard });
         return { applied: undone === undefined ? [] : [undone] };
       },
@@ -235,21 +245,25 @@ export class FleetMigrator {
   }
 
   /**
-   * Runs `change` on the tenant's schema in one locked transaction, then
-   * copies the tenant's migrations table into the ledger in that same
-   * transaction. With `transaction = false` migrations, the locked
-   * transaction is READ COMMITTED and only holds the lock: `change` runs
-   * them in segments on a connection of its own, each recorded as it
-   * commits. Never throws: a failure becomes a `failed` line.
+   * Runs `change` on the tenant's schema in one locked transaction on its
+   * server, then copies the tenant's migrations table into the ledger: in
+   * that same transaction when the tenant lives on the home server; else
+   * after it ended (committed or not), from what the tenant's server holds
+   * then, in a transaction of the home server (a crash in between leaves
+   * the ledger behind, which the next run of any fleet command repairs).
+   * With `transaction = false` migrations, the locked transaction is READ
+   * COMMITTED and only holds the lock: `change` runs them in segments on a
+   * connection of its own, each recorded as it commits. Never throws: a
+   * failure becomes a `failed` line.
    */
   async #inTenantSchema(
-    slug: string,
-    schemaName: string,
+    tenant: Placed,
     changedStatus: 'migrated' | 'reverted' | 'up-to-date',
     change: (dataSource: DataSource, runner: QueryRunner & SqlRunner) => Promise<{ applied: string[]; invalidIndexes?: InvalidIndexRepair[] }>,
     throwOnFailure = false,
   ): Promise<FleetTenantResult> {
     const access = this.#access;
+    const { slug, schemaName } = tenant;
     const started = performance.now();
     const line = (
       status: FleetTenantResult['status'],
@@ -265,22 +279,30 @@ export class FleetMigrator {
       ms: Math.round((performance.now() - started) * 10) / 10,
     });
     let dataSource: DataSource | undefined;
+    let server: TenantServer | undefined;
+    let touched = false;
     try {
-      dataSource = await access.server.buildDataSource(schemaName);
+      server = access.serverOf(tenant.server);
+      const onHome = server === access.home;
+      dataSource = await server.buildDataSource(schemaName);
       const ds = dataSource;
-      const outcome = await access.server.inLockedTransaction(
+      const outcome = await server.inLockedTransaction(
         ds,
         `schema:${schemaName}`,
         async (runner) => {
           // Re-read under the lock: the tenant may have been dropped or suspended meanwhile.
-          const current = await access.registry.find(runner, slug);
+          const current = await access.registry.find(onHome ? runner : access.home.sharedDataSource, slug);
           if (current === undefined || !MIGRATABLE.includes(current.status)) return { skipped: current?.status ?? 'dropped' };
+          if (current.server !== tenant.server) return { skipped: `now on server "${current.server}"` };
+          if (!onHome && !(await schemaExists(runner, schemaName))) return { skipped: 'without its schema on its server (archived or dropped meanwhile)' };
+          touched = !onHome;
           const changed = await change(ds, runner);
-          await access.ledger.syncTenant(runner, slug, schemaName);
+          if (onHome) await access.ledger.syncTenant(runner, slug, schemaName);
           return changed;
         },
         hasNonTransactional(ds) ? 'READ COMMITTED' : undefined,
       );
+      if (touched) await this.#syncFrom(server, slug, schemaName);
       if ('skipped' in outcome) return line('skipped', [], { message: `Not ${VERB[changedStatus]}: the tenant is ${outcome.skipped}.` });
       for (const repair of outcome.invalidIndexes ?? []) {
         access.log({
@@ -294,7 +316,15 @@ export class FleetMigrator {
         });
       }
       return line(outcome.applied.length > 0 ? changedStatus : 'up-to-date', outcome.applied, undefined, outcome.invalidIndexes);
-    } catch (error) {
+    } catch (caught) {
+      let error = caught;
+      // Off the home server, segments of a failed run may have committed: the ledger says what the tenant's server holds now.
+      if (touched && server !== undefined) {
+        error = await this.#syncFrom(server, slug, schemaName).then(
+          () => caught,
+          (syncError: unknown) => new AggregateError([caught, syncError], `${String(caught)}; and recording the tenant's migrations in the ledger failed: ${String(syncError)}`),
+        );
+      }
       if (throwOnFailure) {
         if (error instanceof TenancyError) throw error;
         throw error instanceof MigrationFailure
@@ -316,24 +346,40 @@ export class FleetMigrator {
     }
   }
 
+  /** Copies the migrations table of a tenant off the home server into the ledger, in a transaction of the home server. */
+  async #syncFrom(server: TenantServer, slug: string, schemaName: string): Promise<void> {
+    const access = this.#access;
+    await access.home.sharedDataSource.transaction((home) => access.ledger.syncTenant(home, slug, schemaName, { tenant: server.sharedDataSource }));
+  }
+
   /**
    * The tenants of a run, from one ledger query: the named ones (every one
    * must exist, whatever its status; nothing runs otherwise), or all those
-   * with one of `statuses`.
+   * with one of `statuses`; only those on `server` when it is given.
    */
-  async #scope(slugs: readonly string[] | undefined, statuses: readonly TenantStatus[]): Promise<LedgerScopeTenant[]> {
+  async #scope(slugs: readonly string[] | undefined, statuses: readonly TenantStatus[], server?: string | readonly string[]): Promise<LedgerScopeTenant[]> {
     const access = this.#access;
     const named = slugs === undefined ? undefined : [...new Set(slugs)];
-    const scope = await access.ledger.scope(access.server.sharedDataSource, access.tenantMigrationNames, statuses, named);
+    const scope = await access.ledger.scope(access.home.sharedDataSource, access.tenantMigrationNames, statuses, named);
     if (named !== undefined && scope.length !== named.length) {
       const found = new Set(scope.map((t) => t.slug));
       throw new TenantNotFoundError(named.find((slug) => !found.has(slug))!);
     }
-    return scope;
+    if (server === undefined) return scope;
+    const servers: readonly string[] = typeof server === 'string' ? [server] : server;
+    return scope.filter((t) => servers.includes(t.server));
   }
 
-  /** The run's options; `migrating`: tenants may run `transaction = false` migrations (two connections each), not so for reconcile. */
-  #runOptions(options: FleetRunOptions, migrating = true): FleetRunOptions & { readonly concurrency: number } {
+  /**
+   * The run's options: `concurrency` tenants at once on each server (the
+   * tenants' servers group the run). `migrating`: tenants may run
+   * `transaction = false` migrations (two connections each), not so for reconcile.
+   */
+  #runOptions(
+    options: FleetRunOptions,
+    tenants: ReadonlyMap<string, Placed>,
+    migrating = true,
+  ): FleetRunOptions & { readonly concurrency: number; readonly groupOf: (slug: string) => string } {
     const access = this.#access;
     const concurrency = options.concurrency ?? access.defaultConcurrency;
     if (migrating && access.nonTransactionalMigrations && Number.isInteger(concurrency) && concurrency * 2 > access.poolSize) {
@@ -343,8 +389,16 @@ export class FleetMigrator {
           (access.poolSize >= 2 ? `Use a concurrency of at most ${Math.floor(access.poolSize / 2)}, or a poolSize of at least ${concurrency * 2}.` : `Use a poolSize of at least ${concurrency * 2}.`),
       );
     }
-    return { ...options, concurrency };
+    return { ...options, concurrency, groupOf: (slug) => tenants.get(slug)!.server };
   }
+}
+
+/** A tenant of a fleet run: its slug and schema, and the server it lives on. */
+type Placed = Pick<LedgerScopeTenant, 'slug' | 'schemaName' | 'server'>;
+
+async function schemaExists(sql: SqlRunner, schemaName: string): Promise<boolean> {
+  const [row] = (await sql.query('SELECT to_regnamespace($1) IS NOT NULL AS found', [quoteIdent(schemaName)])) as Array<{ found: boolean }>;
+  return row!.found;
 }
 
 /**

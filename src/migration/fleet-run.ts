@@ -128,7 +128,7 @@ export interface FleetPlan {
 export async function runFleet(
   plan: FleetPlan,
   work: (slug: string) => Promise<FleetTenantResult>,
-  options: FleetRunOptions & { readonly concurrency: number },
+  options: FleetRunOptions & { readonly concurrency: number; readonly groupOf?: (slug: string) => string },
 ): Promise<FleetReport> {
   const started = plan.started ?? performance.now();
   const settled = plan.settled ?? new Map<string, FleetTenantResult>();
@@ -151,11 +151,18 @@ export interface WaveRunOptions<R> {
   readonly waves?: readonly WaveSize[];
   readonly signal?: AbortSignal;
   readonly onProgress?: (result: R, done: number, total: number) => void;
+  /**
+   * The group of each slug (its tenant's server): `concurrency` then bounds
+   * each group, not the whole run, and the groups run side by side. Default:
+   * one group.
+   */
+  readonly groupOf?: (slug: string) => string;
 }
 
 /**
  * The scheduling under every fleet run (migrations, `forEachTenant`): runs
- * `work` over `slugs` with at most `concurrency` at once, in waves (a wave
+ * `work` over `slugs` with at most `concurrency` at once (in each group of
+ * `groupOf`, when given), in waves (a wave
  * with a failure stops the run), stopping on abort or, with `stopOnError`,
  * after the first failure. Returns the results of the slugs that ran; those
  * missing were not started (`skipReason()` says why). `work` must not throw.
@@ -170,11 +177,10 @@ export async function runInWaves<R extends { readonly status: string }>(
   let done = 0;
   for (const wave of splitIntoWaves(slugs, options.waves ?? [])) {
     if (stop) break;
-    let next = 0;
     let waveFailed = false;
-    const worker = async (): Promise<void> => {
-      while (next < wave.length && !stop && options.signal?.aborted !== true) {
-        const slug = wave[next++]!;
+    const worker = async (queue: { readonly slugs: readonly string[]; next: number }): Promise<void> => {
+      while (queue.next < queue.slugs.length && !stop && options.signal?.aborted !== true) {
+        const slug = queue.slugs[queue.next++]!;
         const result = await work(slug);
         results.set(slug, result);
         done += 1;
@@ -185,10 +191,24 @@ export async function runInWaves<R extends { readonly status: string }>(
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(options.concurrency, wave.length) }, worker));
+    const queues = groupsOf(wave, options.groupOf).map((slugsOfGroup) => ({ slugs: slugsOfGroup, next: 0 }));
+    await Promise.all(queues.flatMap((queue) => Array.from({ length: Math.min(options.concurrency, queue.slugs.length) }, () => worker(queue))));
     if (waveFailed && (options.waves?.length ?? 0) > 0) stop = true;
   }
   return results;
+}
+
+/** `slugs` split by group, each group in the order of `slugs`, the groups in order of first appearance. */
+function groupsOf(slugs: readonly string[], groupOf: ((slug: string) => string) | undefined): string[][] {
+  if (groupOf === undefined) return [[...slugs]];
+  const groups = new Map<string, string[]>();
+  for (const slug of slugs) {
+    const key = groupOf(slug);
+    let group = groups.get(key);
+    if (group === undefined) groups.set(key, (group = []));
+    group.push(slug);
+  }
+  return [...groups.values()];
 }
 
 /** The error message of a tenant `runInWaves` did not start. */

@@ -16,6 +16,17 @@ export function archiveSchemaName(schemaName: string): string {
   return `${LIBRARY_SCHEMA_PREFIX}archive_${shortHash(schemaName)}`;
 }
 
+/**
+ * Name of the copy a moved tenant leaves on its former server with
+ * `moveTenant(..., { keepSource: true })` (and until it is dropped
+ * otherwise): the schema's hash and the move's time (UTC, to the second),
+ * under the library's reserved prefix, within 63 bytes.
+ */
+export function movedSchemaName(schemaName: string, at: Date): string {
+  const stamp = at.toISOString().replace(/[-:T]/g, '').slice(0, 14);
+  return `${LIBRARY_SCHEMA_PREFIX}moved_${shortHash(schemaName)}_${stamp}`;
+}
+
 function shortHash(value: string): string {
   return createHash('sha256').update(value).digest('hex').slice(0, 16);
 }

@@ -17,7 +17,8 @@ export interface ReservedNames {
   /** The shared schema of the manager (default `public`). */
   readonly sharedSchema: string;
   /** The PostgreSQL role the pool connects as (`"$user"` in the default search_path). */
-  readonly connectingRole?: string | undefined;
+  /** The roles the pools connect as (one per server), which "$user" in a search_path resolves to. */
+  readonly connectingRoles?: readonly string[];
   /** Other schemas the library names in search paths (the `querySearchPath` extras). */
   readonly otherSchemas?: readonly string[];
 }
@@ -63,7 +64,7 @@ function reservedReason(schemaName: string, reserved: ReservedNames): string | u
   if (lower.startsWith('pg_')) return 'names starting with "pg_" belong to PostgreSQL';
   if (lower === reserved.sharedSchema.toLowerCase()) return 'the shared schema';
   if (lower.startsWith(LIBRARY_SCHEMA_PREFIX)) return `names starting with "${LIBRARY_SCHEMA_PREFIX}" belong to typeorm-tenants`;
-  if (reserved.connectingRole !== undefined && lower === reserved.connectingRole.toLowerCase()) {
+  if (reserved.connectingRoles?.some((role) => role.toLowerCase() === lower)) {
     return 'the name of the role the pool connects as, which "$user" in the search_path resolves to';
   }
   if (reserved.otherSchemas?.some((schema) => schema.toLowerCase() === lower)) {

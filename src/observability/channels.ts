@@ -41,6 +41,7 @@ export const TENANT_EVENT_NAMES: readonly TenantEventName[] = Object.freeze([
   'resumed',
   'archived',
   'restored',
+  'moved',
   'dropped',
   'domain-added',
   'domain-updated',

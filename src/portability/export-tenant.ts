@@ -3,6 +3,8 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import type { PoolClient } from 'pg';
+import type { QueryRunner } from 'typeorm';
+import type { SqlRunner } from '../registry/tenant-registry';
 import { to as copyTo } from 'pg-copy-streams';
 import type { TenantServer } from '../data-source/tenant-server';
 import { InvalidArgumentError } from '../errors';
@@ -46,32 +48,7 @@ export async function exportTenantArchive(
     const manifest = await server.inLockedTransaction(
       dataSource,
       `schema:${schema}`,
-      async (runner) => {
-        for (const setting of COPY_TEXT_SETTINGS) await runner.query(setting);
-        const migrations: Array<{ name: string }> = await runner.query(
-          `SELECT name FROM ${qualified(schema, settings.migrationsTableName)} ORDER BY id`,
-        );
-        const tables = await tenantTables(runner, schema, [settings.migrationsTableName, settings.metadataTableName]);
-        const described = [];
-        for (const table of tables) described.push({ name: table.name, columns: table.columns, ...(await tableChecksum(runner, schema, table.name, table.columns)) });
-        const manifest: TenantArchiveManifest = {
-          format: 'typeorm-tenants-archive',
-          version: 1,
-          exportedAt: new Date().toISOString(),
-          slug: record.slug,
-          name: record.name,
-          schemaName: schema,
-          migrations: migrations.map((m) => m.name),
-          tables: described,
-          sequences: await tenantSequences(runner, schema),
-        };
-        const client = (runner as unknown as { databaseConnection: PoolClient }).databaseConnection;
-        await writeArchive(gzip, manifest, async (name) => {
-          const table = tables.find((t) => t.name === name)!;
-          return client.query(copyTo(`COPY ${qualified(schema, name)} (${quoteIdentList(table.columns)}) TO STDOUT`)) as unknown as Readable;
-        });
-        return manifest;
-      },
+      (runner) => writeTenantSnapshot(runner, record, gzip, settings),
       'REPEATABLE READ',
     );
     gzip.end();
@@ -85,6 +62,43 @@ export async function exportTenantArchive(
   } finally {
     await dataSource.destroy();
   }
+}
+
+/**
+ * Writes the tenant's archive (manifest, then every table's rows) to `out`
+ * from `runner`'s transaction, which the caller opened and holds the locks
+ * of: a REPEATABLE READ snapshot for an export, tables locked against
+ * writes for a move. Returns the manifest.
+ */
+export async function writeTenantSnapshot(
+  runner: QueryRunner & SqlRunner,
+  record: Pick<TenantRecord, 'slug' | 'name' | 'schemaName'>,
+  out: Writable,
+  settings: ExportSettings,
+): Promise<TenantArchiveManifest> {
+  const schema = record.schemaName;
+  for (const setting of COPY_TEXT_SETTINGS) await runner.query(setting);
+  const migrations: Array<{ name: string }> = await runner.query(`SELECT name FROM ${qualified(schema, settings.migrationsTableName)} ORDER BY id`);
+  const tables = await tenantTables(runner, schema, [settings.migrationsTableName, settings.metadataTableName]);
+  const described = [];
+  for (const table of tables) described.push({ name: table.name, columns: table.columns, ...(await tableChecksum(runner, schema, table.name, table.columns)) });
+  const manifest: TenantArchiveManifest = {
+    format: 'typeorm-tenants-archive',
+    version: 1,
+    exportedAt: new Date().toISOString(),
+    slug: record.slug,
+    name: record.name,
+    schemaName: schema,
+    migrations: migrations.map((m) => m.name),
+    tables: described,
+    sequences: await tenantSequences(runner, schema),
+  };
+  const client = (runner as unknown as { databaseConnection: PoolClient }).databaseConnection;
+  await writeArchive(out, manifest, async (name) => {
+    const table = tables.find((t) => t.name === name)!;
+    return client.query(copyTo(`COPY ${qualified(schema, name)} (${quoteIdentList(table.columns)}) TO STDOUT`)) as unknown as Readable;
+  });
+  return manifest;
 }
 
 /** Creates the archive file; one that exists is never overwritten. */

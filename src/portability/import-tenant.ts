@@ -85,6 +85,7 @@ export async function loadTenantArchive(
   schema: string,
   archive: OpenedArchive,
   excluded: readonly string[],
+  onTable?: (table: string, rows: string) => void,
 ): Promise<void> {
   const { manifest, reader } = archive;
   for (const setting of COPY_TEXT_SETTINGS) await runner.query(setting);
@@ -123,6 +124,7 @@ export async function loadTenantArchive(
           `the manifest says ${described.rows} rows, checksum ${described.checksum}): the archive was changed or damaged`,
       );
     }
+    onTable?.(table.name, loaded.rows);
   }
   await reader.end();
   const sequences = new Set((await tenantSequences(runner, schema)).map((s) => s.name));

@@ -19,5 +19,7 @@ export interface TenantRecord {
   /** Display name; the slug when none was given. */
   readonly name: string;
   readonly status: TenantStatus;
+  /** The name of the server its schema lives on (`'default'` for a manager given `dataSource`). */
+  readonly server: string;
   readonly createdAt: Date;
 }

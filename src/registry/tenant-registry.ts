@@ -1,4 +1,6 @@
-import { quoteIdent } from '../naming/quote-ident';
+import { randomUUID } from 'node:crypto';
+import { quoteIdent, quoteLiteral } from '../naming/quote-ident';
+import { sqlStateOf } from '../errors';
 import { TENANT_STATUSES, type TenantRecord, type TenantStatus } from './tenant-record';
 
 /** Something that runs SQL with parameters and returns rows: a DataSource, EntityManager or QueryRunner. */
@@ -11,10 +13,14 @@ interface TenantRow {
   schema_name: string;
   name: string;
   status: TenantStatus;
+  server: string | null;
   created_at: Date;
 }
 
-const COLUMNS = 'slug, schema_name, name, status, created_at';
+const COLUMNS = 'slug, schema_name, name, status, server, created_at';
+
+/** How the registry table's comment begins; the registry's identity follows. */
+const IDENTITY_PREFIX = 'typeorm-tenants registry ';
 
 /**
  * The tenant registry: one table in the shared schema (default
@@ -23,10 +29,13 @@ const COLUMNS = 'slug, schema_name, name, status, created_at';
  */
 export class TenantRegistry {
   readonly #table: string;
+  /** The home server's name: a row whose `server` is NULL (made before tenants had servers) lives there. */
+  readonly #home: string;
   /** Names freed by dropTenant, and when: `createTenant` waits `slugReuseDelayMs` before taking one again. */
   readonly #dropped: string;
 
-  constructor(sharedSchema: string, tableName: string) {
+  constructor(sharedSchema: string, tableName: string, homeServer: string) {
+    this.#home = homeServer;
     this.#table = `${quoteIdent(sharedSchema)}.${quoteIdent(tableName)}`;
     this.#dropped = `${quoteIdent(sharedSchema)}.${quoteIdent(`${tableName}_dropped`)}`;
   }
@@ -40,9 +49,25 @@ export class TenantRegistry {
         schema_name text NOT NULL UNIQUE,
         name text NOT NULL,
         status text NOT NULL DEFAULT 'active' CHECK (status IN (${statuses})),
+        server text,
         created_at timestamptz NOT NULL DEFAULT now()
       )`,
     );
+    // Registries made before tenants had servers: their rows are on the home server (NULL).
+    await sql.query(`ALTER TABLE ${this.#table} ADD COLUMN IF NOT EXISTS server text`);
+    // The registry's identity, in its table's comment: schemas it marks on other servers name it.
+    const [{ comment }] = (await sql.query(`SELECT obj_description($1::regclass, 'pg_class') AS comment`, [this.#table])) as Array<{ comment: string | null }>;
+    if (comment === null) {
+      // Only the table's owner may comment on it: a role that is not keeps a derived identity (see identity()).
+      await sql.query('SAVEPOINT typeorm_tenants_identity');
+      try {
+        await sql.query(`COMMENT ON TABLE ${this.#table} IS ${quoteLiteral(`${IDENTITY_PREFIX}${randomUUID()}`)}`);
+        await sql.query('RELEASE SAVEPOINT typeorm_tenants_identity');
+      } catch (error) {
+        if (sqlStateOf(error) !== '42501') throw error;
+        await sql.query('ROLLBACK TO SAVEPOINT typeorm_tenants_identity');
+      }
+    }
     await sql.query(
       `CREATE TABLE IF NOT EXISTS ${this.#dropped} (
         schema_name text PRIMARY KEY,
@@ -50,6 +75,25 @@ export class TenantRegistry {
         dropped_at timestamptz NOT NULL DEFAULT now()
       )`,
     );
+  }
+
+  /**
+   * The registry's identity: a random id made with its table (in the
+   * table's comment; where the connecting role may not comment on it, the
+   * database's and the table's object ids), so that schemas it marks on a
+   * server it shares with another registry are told apart. `undefined`
+   * before `ensureTable`.
+   */
+  async identity(sql: SqlRunner): Promise<string | undefined> {
+    const [row] = (await sql.query(
+      `SELECT obj_description(to_regclass($1), 'pg_class') AS comment, to_regclass($1)::oid::text AS oid,
+              (SELECT oid::text FROM pg_database WHERE datname = current_database()) AS database`,
+      [this.#table],
+    )) as Array<{ comment: string | null; oid: string | null; database: string }>;
+    const comment = row?.comment;
+    if (comment?.startsWith(IDENTITY_PREFIX) === true) return comment.slice(IDENTITY_PREFIX.length);
+    // A registry its owner could not comment on: the database's and the table's object ids (unique on the home server).
+    return row?.oid === null || row?.oid === undefined ? undefined : `oid-${row.database}-${row.oid}`;
   }
 
   /** Milliseconds since the schema name was last freed by a drop, when that is less than `withinMs` ago. */
@@ -64,7 +108,7 @@ export class TenantRegistry {
 
   async find(sql: SqlRunner, slug: string): Promise<TenantRecord | undefined> {
     const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} WHERE slug = $1`, [slug]);
-    return rows.length === 0 ? undefined : toRecord(rows[0]!);
+    return rows.length === 0 ? undefined : this.#toRecord(rows[0]!);
   }
 
   /** The tenant holding `slug` or `schemaName`, if any (two slugs can map to one schema name). */
@@ -73,32 +117,42 @@ export class TenantRegistry {
       `SELECT ${COLUMNS} FROM ${this.#table} WHERE slug = $1 OR schema_name = $2 LIMIT 1`,
       [slug, schemaName],
     );
-    return rows.length === 0 ? undefined : toRecord(rows[0]!);
+    return rows.length === 0 ? undefined : this.#toRecord(rows[0]!);
   }
 
   /** The tenants whose schema is one of `schemaNames`. */
   async holdingSchemas(sql: SqlRunner, schemaNames: readonly string[]): Promise<TenantRecord[]> {
     const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} WHERE schema_name = ANY($1::text[]) ORDER BY slug`, [schemaNames]);
-    return rows.map(toRecord);
+    return rows.map((row) => this.#toRecord(row));
   }
 
   /** The records of `slugs` that exist, ordered by slug. */
   async findMany(sql: SqlRunner, slugs: readonly string[]): Promise<TenantRecord[]> {
     const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} WHERE slug = ANY($1::text[]) ORDER BY slug`, [slugs]);
-    return rows.map(toRecord);
+    return rows.map((row) => this.#toRecord(row));
   }
 
   async list(sql: SqlRunner): Promise<TenantRecord[]> {
     const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} ORDER BY slug`);
-    return rows.map(toRecord);
+    return rows.map((row) => this.#toRecord(row));
+  }
+
+  /** The number of tenants (any status) on each server that has one; NULL rows count for the home server. */
+  async countByServer(sql: SqlRunner): Promise<Map<string, number>> {
+    const rows: Array<{ server: string; tenants: number }> = await sql.query(
+      `SELECT coalesce(server, $1) AS server, count(*)::int AS tenants FROM ${this.#table} GROUP BY 1`,
+      [this.#home],
+    );
+    return new Map(rows.map((row) => [row.server, row.tenants]));
   }
 
   async insert(sql: SqlRunner, tenant: Omit<TenantRecord, 'createdAt'>): Promise<TenantRecord> {
     const rows: TenantRow[] = await sql.query(
-      `INSERT INTO ${this.#table} (slug, schema_name, name, status) VALUES ($1, $2, $3, $4) RETURNING ${COLUMNS}`,
-      [tenant.slug, tenant.schemaName, tenant.name, tenant.status],
+      `INSERT INTO ${this.#table} (slug, schema_name, name, status, server) VALUES ($1, $2, $3, $4, $5) RETURNING ${COLUMNS}`,
+      // The home server is written NULL, so that renaming it (or going from `dataSource` to `servers`) keeps its tenants.
+      [tenant.slug, tenant.schemaName, tenant.name, tenant.status, tenant.server === this.#home ? null : tenant.server],
     );
-    return toRecord(rows[0]!);
+    return this.#toRecord(rows[0]!);
   }
 
   /** Sets the tenant's status and returns the updated record. */
@@ -108,7 +162,16 @@ export class TenantRegistry {
       `WITH updated AS (UPDATE ${this.#table} SET status = $2 WHERE slug = $1 RETURNING ${COLUMNS}) SELECT * FROM updated`,
       [slug, status],
     );
-    return toRecord(rows[0]!);
+    return this.#toRecord(rows[0]!);
+  }
+
+  /** Records that the tenant now lives on `server` (NULL for the home server) and returns the updated record. */
+  async setServer(sql: SqlRunner, slug: string, server: string): Promise<TenantRecord> {
+    const rows: TenantRow[] = await sql.query(
+      `WITH updated AS (UPDATE ${this.#table} SET server = $2 WHERE slug = $1 RETURNING ${COLUMNS}) SELECT * FROM updated`,
+      [slug, server === this.#home ? null : server],
+    );
+    return this.#toRecord(rows[0]!);
   }
 
   /**
@@ -127,14 +190,15 @@ export class TenantRegistry {
       [schemaName, slug],
     );
   }
-}
 
-function toRecord(row: TenantRow): TenantRecord {
-  return Object.freeze({
-    slug: row.slug,
-    schemaName: row.schema_name,
-    name: row.name,
-    status: row.status,
-    createdAt: row.created_at,
-  });
+  #toRecord(row: TenantRow): TenantRecord {
+    return Object.freeze({
+      slug: row.slug,
+      schemaName: row.schema_name,
+      name: row.name,
+      status: row.status,
+      server: row.server ?? this.#home,
+      createdAt: row.created_at,
+    });
+  }
 }

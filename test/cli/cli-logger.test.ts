@@ -124,8 +124,8 @@ describe('CLI: the logger routes what TypeORM and the library log below the prog
     const base = managerOptions();
     const seen: TenancyLogEntry[] = [];
     const printed: string[] = [];
-    const options = withCliLogger({ ...base, dataSource: { ...base.dataSource, logger: 'simple-console' } }, (e) => seen.push(e));
-    expect(options.dataSource.logger).to.equal(undefined);
+    const options = withCliLogger({ ...base, dataSource: { ...base.dataSource!, logger: 'simple-console' } }, (e) => seen.push(e));
+    expect(options.dataSource!.logger).to.equal(undefined);
     expect(options.logger).to.be.a('function');
     const log = console.log;
     console.log = (...args: unknown[]) => void printed.push(args.join(' '));
@@ -136,7 +136,7 @@ describe('CLI: the logger routes what TypeORM and the library log below the prog
     }
     expect(seen).to.deep.equal([entry]);
     expect(printed).to.deep.equal([entry.message]); // SimpleConsoleLogger.logMigration
-    const both = { ...base, dataSource: { ...base.dataSource, logger: 'simple-console' as const }, logger: () => undefined };
+    const both = { ...base, dataSource: { ...base.dataSource!, logger: 'simple-console' as const }, logger: () => undefined };
     expect(withCliLogger(both, () => undefined)).to.equal(both);
     expect(() => withCliLogger({ ...base, logger: 'file' as never }, () => undefined)).to.throw(/Option "logger" must be a TypeORM Logger/);
   });

@@ -31,7 +31,7 @@ function appModule(options: TenancyModuleOptions): Type {
 function markedManagerOptions(): { options: TenancyModuleOptions['managerOptions']; marker: string } {
   const marker = `tt-nest-${randomBytes(4).toString('hex')}`;
   const base = managerOptions();
-  return { marker, options: { ...base, dataSource: { ...base.dataSource, applicationName: marker } } };
+  return { marker, options: { ...base, dataSource: { ...base.dataSource!, applicationName: marker } } };
 }
 
 for (const platform of platforms) {
@@ -100,7 +100,7 @@ for (const platform of platforms) {
       url.port = String(await freePort());
       const base = managerOptions();
       const app = await NestFactory.create(
-        appModule({ managerOptions: { ...base, dataSource: { ...base.dataSource, url: url.toString(), connectTimeoutMS: 2_000 } }, resolve: fromHeader() }),
+        appModule({ managerOptions: { ...base, dataSource: { ...base.dataSource!, url: url.toString(), connectTimeoutMS: 2_000 } }, resolve: fromHeader() }),
         platform.adapter() as never,
         { logger: false },
       );

@@ -8,7 +8,7 @@ function recordingCache(known: readonly string[], maxEntries: number) {
   const cache = new ResolutionCache(
     async (slug) => {
       lookups.push(slug);
-      return known.includes(slug) ? ({ slug, schemaName: slug, name: slug, status: 'active', createdAt: new Date(0) } satisfies TenantRecord) : undefined;
+      return known.includes(slug) ? ({ slug, schemaName: slug, name: slug, status: 'active', server: 'default', createdAt: new Date(0) } satisfies TenantRecord) : undefined;
     },
     { maxEntries, ttlMs: 60_000 },
   );

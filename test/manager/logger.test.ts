@@ -133,7 +133,7 @@ describe('logger: what TypeORM and the library log, to a function or a TypeORM L
     for (const { logging, schema, query, error } of cases) {
       const entries: TenancyLogEntry[] = [];
       const base = managerOptions();
-      const manager = newManager({ dataSource: { ...base.dataSource, logging }, logger: (entry) => entries.push(entry) });
+      const manager = newManager({ dataSource: { ...base.dataSource!, logging }, logger: (entry) => entries.push(entry) });
       await manager.initialize();
       const slug = uniqueSlug('lg-logging');
       await manager.createTenant(slug);
@@ -166,7 +166,7 @@ describe('logger: what TypeORM and the library log, to a function or a TypeORM L
   it('a slow query is logged whatever logging says (TypeORM logs it once maxQueryExecutionTime is passed), with its SQL, parameters and duration', async () => {
     const entries: TenancyLogEntry[] = [];
     const base = managerOptions();
-    const manager = await openManager({ dataSource: { ...base.dataSource, maxQueryExecutionTime: 20 }, logger: (entry) => entries.push(entry) });
+    const manager = await openManager({ dataSource: { ...base.dataSource!, maxQueryExecutionTime: 20 }, logger: (entry) => entries.push(entry) });
     const slug = uniqueSlug('lg-slow');
     await manager.createTenant(slug);
     await manager.run(slug, () => tenantContext.query('SELECT pg_sleep($1)', [0.05]));
@@ -244,7 +244,7 @@ describe('logger: what TypeORM and the library log, to a function or a TypeORM L
       registryTable,
       tenantMigrations: newCode,
       pendingMigrations: 'warn',
-      dataSource: { ...base.dataSource, applicationName },
+      dataSource: { ...base.dataSource!, applicationName },
       logger: (entry) => entries.push(entry),
     });
     await manager.initialize();
@@ -306,12 +306,12 @@ describe('logger: what TypeORM and the library log, to a function or a TypeORM L
 
   it('refuses logger together with dataSource.logger ("choose one"), and a logger that is neither a function nor a TypeORM Logger', () => {
     const base = managerOptions();
-    expect(() => new TenantDataSourceManager({ ...base, dataSource: { ...base.dataSource, logger: 'simple-console' }, logger: () => undefined })).to.throw(
+    expect(() => new TenantDataSourceManager({ ...base, dataSource: { ...base.dataSource!, logger: 'simple-console' }, logger: () => undefined })).to.throw(
       TenancyConfigurationError,
       /Options "logger" and "dataSource.logger" are both given: choose one\./,
     );
     expect(
-      () => new TenantDataSourceManager({ ...base, dataSource: { ...base.dataSource, logger: new RecordingLogger() }, logger: new RecordingLogger() }),
+      () => new TenantDataSourceManager({ ...base, dataSource: { ...base.dataSource!, logger: new RecordingLogger() }, logger: new RecordingLogger() }),
     ).to.throw(TenancyConfigurationError, /choose one/);
     for (const [value, got] of [
       ['simple-console', '"simple-console"'],
@@ -329,6 +329,6 @@ describe('logger: what TypeORM and the library log, to a function or a TypeORM L
     expect(() => new TenantDataSourceManager({ ...base, logger: 'file' as never })).to.throw(/TypeORM's named loggers .* go in "dataSource.logger"/);
     // Either one alone is taken.
     expect(() => new TenantDataSourceManager({ ...base, logger: new RecordingLogger() })).to.not.throw();
-    expect(() => new TenantDataSourceManager({ ...base, dataSource: { ...base.dataSource, logger: 'simple-console' } })).to.not.throw();
+    expect(() => new TenantDataSourceManager({ ...base, dataSource: { ...base.dataSource!, logger: 'simple-console' } })).to.not.throw();
   });
 });

@@ -40,7 +40,7 @@ function label(value: unknown): string {
   }
 }
 
-function expectInvalid(value: unknown, kind: 'rule' | 'reserved', reserved: { sharedSchema: string; connectingRole?: string } = DEFAULTS): void {
+function expectInvalid(value: unknown, kind: 'rule' | 'reserved', reserved: { sharedSchema: string; connectingRoles?: readonly string[] } = DEFAULTS): void {
   const error = thrownBy(() => validateTenantSlug(value, reserved));
   expect(error).to.be.instanceOf(InvalidTenantNameError);
   expect(error).to.be.instanceOf(TenancyError);
@@ -249,10 +249,10 @@ describe('naming: validateTenantSlug and schemaNameForSlug (no database)', () =>
     });
 
     it('the connecting role name is reserved, by schema name and whatever its case', () => {
-      expectInvalid('postgres', 'reserved', { sharedSchema: 'public', connectingRole: 'postgres' });
-      expectInvalid('app-owner', 'reserved', { sharedSchema: 'public', connectingRole: 'app_owner' });
-      expectInvalid('app_owner', 'reserved', { sharedSchema: 'public', connectingRole: 'App_Owner' });
-      expect(validateTenantSlug('postgres2', { sharedSchema: 'public', connectingRole: 'postgres' })).to.equal('postgres2');
+      expectInvalid('postgres', 'reserved', { sharedSchema: 'public', connectingRoles: ['postgres'] });
+      expectInvalid('app-owner', 'reserved', { sharedSchema: 'public', connectingRoles: ['app_owner'] });
+      expectInvalid('app_owner', 'reserved', { sharedSchema: 'public', connectingRoles: ['App_Owner'] });
+      expect(validateTenantSlug('postgres2', { sharedSchema: 'public', connectingRoles: ['postgres'] })).to.equal('postgres2');
     });
 
     it('the reserved message names the schema name the slug maps to', () => {

@@ -231,7 +231,7 @@ describe('behind PgBouncer 1.18 (transaction pooling)', function () {
     expect(await newer.getTenant(slugs[0]!)).to.equal(undefined);
     expect((await newer.migrationStatus()).every((s) => s.pending.length === 0)).to.equal(true);
     await newer.refillWarmPool();
-    expect(await newer.warmPoolStatus()).to.deep.equal({ total: 2, ready: 2 });
+    expect(await newer.warmPoolStatus()).to.deep.equal({ total: 2, ready: 2, servers: { default: { total: 2, ready: 2 } } });
   });
 
   it('pool.statementTimeoutMillis is refused by PgBouncer at connect, loudly (a startup parameter it does not support)', async () => {

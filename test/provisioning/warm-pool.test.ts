@@ -28,7 +28,7 @@ describe('Warm pool: signup claims a pre-migrated schema', () => {
     const registryTable = registry();
     const manager = await openManager({ registryTable, warmPool: { size: 3 } });
     await manager.refillWarmPool();
-    expect(await manager.warmPoolStatus()).to.deep.equal({ total: 3, ready: 3 });
+    expect(await manager.warmPoolStatus()).to.deep.equal({ total: 3, ready: 3, servers: { default: { total: 3, ready: 3 } } });
     const before = await spares(registryTable);
     expect(before).to.have.length(3);
     for (const spare of before) {
@@ -95,7 +95,7 @@ describe('Warm pool: signup claims a pre-migrated schema', () => {
     const registryTable = registry();
     const [a, b] = await Promise.all([openManager({ registryTable, warmPool: { size: 3 } }), openManager({ registryTable, warmPool: { size: 3 } })]);
     await Promise.all([a.refillWarmPool(), b.refillWarmPool(), a.refillWarmPool()]);
-    expect(await a.warmPoolStatus()).to.deep.equal({ total: 3, ready: 3 });
+    expect(await a.warmPoolStatus()).to.deep.equal({ total: 3, ready: 3, servers: { default: { total: 3, ready: 3 } } });
     expect(await spares(registryTable)).to.have.length(3);
   });
 
@@ -138,6 +138,6 @@ describe('Warm pool: signup claims a pre-migrated schema', () => {
 
     const plain = await openManager();
     await expect(plain.refillWarmPool()).to.be.rejectedWith(InvalidArgumentError);
-    expect(await plain.warmPoolStatus()).to.deep.equal({ total: 0, ready: 0 });
+    expect(await plain.warmPoolStatus()).to.deep.equal({ total: 0, ready: 0, servers: {} });
   });
 });

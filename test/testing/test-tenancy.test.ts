@@ -39,7 +39,7 @@ describe('useTestTenancy() with mocha hooks', () => {
       expect(await clientNames(tenancy.tenant.schemaName)).to.deep.equal(['seeded', 'one']);
       // The kit gave the manager a pool of warmPoolSize, refilled after the claims.
       await tenancy.manager.refillWarmPool();
-      expect(await tenancy.manager.warmPoolStatus()).to.deep.equal({ total: 3, ready: 3 });
+      expect(await tenancy.manager.warmPoolStatus()).to.deep.equal({ total: 3, ready: 3, servers: { default: { total: 3, ready: 3 } } });
     });
 
     it('test 2: another tenant, which does not see test 1\'s rows; withTenant(slug, fn) reaches another tenant', async () => {
@@ -189,7 +189,7 @@ describe('useTestTenancy() with Jest/Vitest-style hooks (timeout as second argum
     });
     await runner.hook('beforeAll');
     try {
-      expect(await tenancy.manager.warmPoolStatus()).to.deep.equal({ total: 4, ready: 4 });
+      expect(await tenancy.manager.warmPoolStatus()).to.deep.equal({ total: 4, ready: 4, servers: { default: { total: 4, ready: 4 } } });
       const spareOids = (
         await adminQuery<{ oid: number }>(`SELECT n.oid::int AS oid FROM public."${registryTable}_warm" w JOIN pg_namespace n ON n.nspname = w.schema_name`)
       ).map((r) => r.oid);
@@ -201,7 +201,7 @@ describe('useTestTenancy() with Jest/Vitest-style hooks (timeout as second argum
       }
       // The serving manager keeps a pool of 1: nothing was made beside the tests.
       await tenancy.manager.refillWarmPool();
-      expect(await tenancy.manager.warmPoolStatus()).to.deep.equal({ total: 2, ready: 2 });
+      expect(await tenancy.manager.warmPoolStatus()).to.deep.equal({ total: 2, ready: 2, servers: { default: { total: 2, ready: 2 } } });
     } finally {
       await runner.hook('afterAll');
     }

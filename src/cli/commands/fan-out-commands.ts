@@ -11,6 +11,7 @@ import type { CliSession } from '../cli-session';
 import { renderCsv } from '../csv-format';
 import { formatFleetError, renderTable } from '../text-format';
 import { EXIT_INTERRUPTED, positiveInteger, waveList } from './fleet-commands';
+import { runWithProgress, withLogs } from '../interruptible-run';
 
 /** What a module run by `typeorm-tenants run <module>` gets, once per tenant, inside the tenant's run (`tenantContext` serves it). */
 export interface TenantScriptContext {
@@ -25,6 +26,7 @@ export interface TenantScriptContext {
 interface FanOutFlags {
   readonly concurrency?: number;
   readonly tenant?: string[];
+  readonly server?: string[];
   readonly waves?: WaveSize[];
   readonly stopOnError?: boolean;
 }
@@ -48,7 +50,7 @@ export function registerFanOutCommands(program: Command, session: () => CliSessi
   ).action(async (sql: string, flags: ExecFlags, command: Command) => {
     if (flags.csv === true && program.opts<{ json?: boolean }>().json === true) command.error('error: --csv and --json cannot be combined: choose one output.');
     const cli = session();
-    const result = await withProgress(cli, 'exec', (manager, options) =>
+    const result = await runWithProgress(cli, 'exec', (manager, options) =>
       manager.queryAcrossTenants(sql, flags.param ?? [], {
         ...options,
         ...scopeOf(flags),
@@ -74,7 +76,7 @@ export function registerFanOutCommands(program: Command, session: () => CliSessi
   ).action(async (path: string, flags: FanOutFlags) => {
     const cli = session();
     const script = loadScript(path, cli.cwd);
-    const result = await withProgress(cli, 'run', (manager, options) =>
+    const result = await runWithProgress(cli, 'run', (manager, options) =>
       manager.forEachTenant((tenant) => script({ tenant, manager, signal: options.signal! }), {
         ...options,
         ...scopeOf(flags),
@@ -89,8 +91,9 @@ export function registerFanOutCommands(program: Command, session: () => CliSessi
 
 function withScopeFlags(command: Command): Command {
   return command
-    .option('--concurrency <n>', 'tenants processed at once (default: half the pool size)', positiveInteger)
-    .option('-t, --tenant <slug>', 'only this tenant; repeat for several', collect);
+    .option('--concurrency <n>', 'tenants processed at once on each server (default: half the pool size)', positiveInteger)
+    .option('-t, --tenant <slug>', 'only this tenant; repeat for several', collect)
+    .option('-s, --server <name>', 'only the tenants on this server; repeat for several', collect);
 }
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -102,50 +105,12 @@ function wholeNumber(value: string): number {
   return Number(value);
 }
 
-function scopeOf(flags: FanOutFlags): Pick<FanOutOptions, 'tenants' | 'concurrency'> {
+function scopeOf(flags: FanOutFlags): Pick<FanOutOptions, 'tenants' | 'concurrency' | 'where'> {
   return {
     ...(flags.tenant === undefined ? {} : { tenants: flags.tenant }),
+    ...(flags.server === undefined ? {} : { where: { server: flags.server } }),
     ...(flags.concurrency === undefined ? {} : { concurrency: flags.concurrency }),
   };
-}
-
-/**
- * Runs a fan-out as the fleet commands run theirs: a progress bar on a
- * terminal, Ctrl-C (or SIGTERM) aborting the run's signal (tenants in
- * progress finish, no new one starts), the logs kept for the JSON result.
- */
-async function withProgress<R>(
-  cli: CliSession,
-  label: string,
-  run: (manager: TenantDataSourceManager, options: Pick<FanOutOptions, 'signal' | 'onProgress'>) => Promise<R>,
-): Promise<{ value: R; aborted: boolean }> {
-  const progress = cli.output.progress(label);
-  cli.output.keepLogs();
-  const abort = new AbortController();
-  const interrupt = (signal: NodeJS.Signals): void => {
-    progress?.stop();
-    cli.output.note(`${signal}: finishing the tenants in progress and starting no more (send it again to quit at once).`);
-    abort.abort();
-  };
-  process.once('SIGINT', interrupt);
-  process.once('SIGTERM', interrupt);
-  try {
-    const value = await cli.withManager((manager) =>
-      run(manager, { signal: abort.signal, onProgress: (result, done, total) => progress?.update(result, done, total) }),
-    );
-    return { value, aborted: abort.signal.aborted };
-  } catch (error) {
-    cli.output.flushLogs();
-    throw error;
-  } finally {
-    progress?.stop();
-    process.removeListener('SIGINT', interrupt);
-    process.removeListener('SIGTERM', interrupt);
-  }
-}
-
-function withLogs<T extends object>(cli: CliSession, value: T): T {
-  return cli.output.json ? { ...value, logs: cli.output.takeLogs() } : value;
 }
 
 function finish(cli: CliSession, aborted: boolean, failed: number): void {

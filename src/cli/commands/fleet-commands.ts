@@ -4,6 +4,7 @@ import type { FleetReport, FleetRunOptions, WaveSize } from '../../migration/fle
 import type { TenantDataSourceManager } from '../../manager/tenant-data-source-manager';
 import type { CliSession } from '../cli-session';
 import { renderFleetReport, renderMigrationStatus } from '../text-format';
+import { runWithProgress, withLogs } from '../interruptible-run';
 
 /** Exit code of a fleet run stopped by Ctrl-C (128 + SIGINT), as shells report it. */
 export const EXIT_INTERRUPTED = 130;
@@ -11,6 +12,7 @@ export const EXIT_INTERRUPTED = 130;
 interface FleetFlags {
   readonly concurrency?: number;
   readonly tenant?: string[];
+  readonly server?: string[];
   readonly waves?: WaveSize[];
   readonly stopOnError?: boolean;
 }
@@ -64,8 +66,9 @@ export function registerFleetCommands(program: Command, session: () => CliSessio
 
 function withFleetFlags(command: Command, features: { readonly waves: boolean }): Command {
   command
-    .option('--concurrency <n>', 'tenants processed at once (default: half the pool size)', positiveInteger)
+    .option('--concurrency <n>', 'tenants processed at once on each server (default: half the pool size)', positiveInteger)
     .option('-t, --tenant <slug>', 'only this tenant; repeat for several', (slug: string, previous: string[] = []) => [...previous, slug])
+    .option('-s, --server <name>', 'only the tenants on this server; repeat for several', (name: string, previous: string[] = []) => [...previous, name])
     .option('--stop-on-error', 'start no more tenants after the first failure (the rest are reported skipped)');
   if (features.waves) {
     command.option('-w, --waves <sizes>', 'process in waves, e.g. "1,10%": 1 tenant, then 10%, then the rest; a failing wave stops the run', waveList);
@@ -73,8 +76,11 @@ function withFleetFlags(command: Command, features: { readonly waves: boolean })
   return command;
 }
 
-function tenantsOf(flags: FleetFlags): Pick<FleetMigrationOptions, 'tenants'> {
-  return flags.tenant === undefined ? {} : { tenants: flags.tenant };
+function tenantsOf(flags: FleetFlags): Pick<FleetMigrationOptions, 'tenants' | 'where'> {
+  return {
+    ...(flags.tenant === undefined ? {} : { tenants: flags.tenant }),
+    ...(flags.server === undefined ? {} : { where: { server: flags.server } }),
+  };
 }
 
 /**
@@ -90,37 +96,17 @@ async function runFleetCommand(
   run: (manager: TenantDataSourceManager, options: FleetRunOptions) => Promise<FleetReport>,
   flags: FleetFlags,
 ): Promise<void> {
-  const progress = cli.output.progress(action);
-  const keepsLogs = cli.output.keepLogs();
-  const abort = new AbortController();
-  const interrupt = (signal: NodeJS.Signals): void => {
-    progress?.stop();
-    cli.output.note(`${signal}: finishing the tenants in progress and starting no more (send it again to quit at once).`);
-    abort.abort();
-  };
-  process.once('SIGINT', interrupt);
-  process.once('SIGTERM', interrupt);
-  let report: FleetReport;
-  try {
-    report = await cli.withManager((manager) =>
-      run(manager, {
-        ...(flags.concurrency === undefined ? {} : { concurrency: flags.concurrency }),
-        ...(flags.waves === undefined ? {} : { waves: flags.waves }),
-        ...(flags.stopOnError === true ? { stopOnError: true } : {}),
-        signal: abort.signal,
-        onProgress: (result, done, total) => progress?.update(result, done, total),
-      }),
-    );
-  } catch (error) {
-    cli.output.flushLogs();
-    throw error;
-  } finally {
-    progress?.stop();
-    process.removeListener('SIGINT', interrupt);
-    process.removeListener('SIGTERM', interrupt);
-  }
-  cli.output.result(keepsLogs ? { ...report, logs: cli.output.takeLogs() } : report, (r) => renderFleetReport(r, action, cli.output.verbose));
-  if (abort.signal.aborted) cli.exitCode = EXIT_INTERRUPTED;
+  const { value: report, aborted } = await runWithProgress(cli, action, (manager, hooks) =>
+    run(manager, {
+      ...(flags.concurrency === undefined ? {} : { concurrency: flags.concurrency }),
+      ...(flags.waves === undefined ? {} : { waves: flags.waves }),
+      ...(flags.stopOnError === true ? { stopOnError: true } : {}),
+      signal: hooks.signal,
+      onProgress: hooks.onProgress,
+    }),
+  );
+  cli.output.result(withLogs(cli, report), (r) => renderFleetReport(r, action, cli.output.verbose));
+  if (aborted) cli.exitCode = EXIT_INTERRUPTED;
   else if (report.totals.failed > 0) cli.exitCode = 1;
 }
 

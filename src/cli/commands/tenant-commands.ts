@@ -23,18 +23,22 @@ export function registerTenantCommands(program: Command, session: () => CliSessi
     .description('create a tenant: its schema, its tables (tenant migrations) and its registry row, in one transaction')
     .argument('<slug>', 'the tenant slug (lowercase letters, digits, - and _, starting with a letter)')
     .option('-n, --name <name>', 'display name (default: the slug)')
-    .action(async (slug: string, options: { name?: string }) => {
+    .option('-s, --server <name>', "the server to put it on (default: the config's placement, else the server with the fewest tenants)")
+    .action(async (slug: string, options: { name?: string; server?: string }) => {
       const cli = session();
-      const record = await cli.withManager((m) => m.createTenant(slug, options.name === undefined ? {} : { name: options.name }));
+      const record = await cli.withManager((m) =>
+        m.createTenant(slug, { ...(options.name === undefined ? {} : { name: options.name }), ...(options.server === undefined ? {} : { server: options.server }) }),
+      );
       cli.output.result(record, (r) => `Created tenant "${r.slug}".\n${renderRecord(r)}`);
     });
 
   program
     .command('list')
-    .description('list the tenants of the registry')
-    .action(async () => {
+    .description('list the tenants of the registry, with the server each lives on')
+    .option('-s, --server <name>', 'only the tenants on this server; repeat for several', (name: string, previous: string[] = []) => [...previous, name])
+    .action(async (options: { server?: string[] }) => {
       const cli = session();
-      const records = await cli.withManager((m) => m.listTenants());
+      const records = await cli.withManager((m) => m.listTenants(options.server === undefined ? {} : { where: { server: options.server } }));
       cli.output.result(records, renderRecords);
     });
 
@@ -83,10 +87,38 @@ export function registerTenantCommands(program: Command, session: () => CliSessi
     .argument('<slug>', 'the slug of the new tenant (may differ from the exported one)')
     .argument('<file>', 'the archive file')
     .option('-n, --name <name>', "display name (default: the exported tenant's)")
-    .action(async (slug: string, file: string, options: { name?: string }) => {
+    .option('-s, --server <name>', 'the server to put it on (default: as create)')
+    .action(async (slug: string, file: string, options: { name?: string; server?: string }) => {
       const cli = session();
-      const record = await cli.withManager((m) => m.importTenant(slug, resolve(cli.cwd, file), options.name === undefined ? {} : { name: options.name }));
+      const record = await cli.withManager((m) =>
+        m.importTenant(slug, resolve(cli.cwd, file), { ...(options.name === undefined ? {} : { name: options.name }), ...(options.server === undefined ? {} : { server: options.server }) }),
+      );
       cli.output.result(record, (r) => `Imported tenant "${r.slug}".\n${renderRecord(r)}`);
+    });
+
+  program
+    .command('move')
+    .description("move a tenant to another server: its schema copied (every row checked) while its writes are held, then the registry switched and the old schema dropped")
+    .argument('<slug>', 'the tenant slug')
+    .requiredOption('-s, --server <name>', 'the server to move it to')
+    .option('--keep-source', 'keep the old schema on the former server, under a reserved name, instead of dropping it')
+    .action(async (slug: string, options: { server: string; keepSource?: boolean }) => {
+      const cli = session();
+      const result = await cli.withManager((m) =>
+        m.moveTenant(slug, {
+          server: options.server,
+          ...(options.keepSource === true ? { keepSource: true } : {}),
+          onProgress: (p) => {
+            if (p.step === 'copying') cli.output.note(`move ${slug}: table ${p.table} copied (${p.tablesDone}/${p.tables}, ${p.rowsCopied} rows so far)`);
+          },
+        }),
+      );
+      cli.output.result(result, (r) =>
+        r.moved
+          ? `Moved tenant "${r.slug}" from server "${r.from}" to "${r.to}": ${r.tables} tables, ${r.rows} rows in ${r.ms} ms; writes held ${r.freezeMs} ms.` +
+            `${r.keptSchema === undefined ? '' : ` The old schema is kept on "${r.from}" as "${r.keptSchema}".`}\n`
+          : `Tenant "${r.slug}" is on server "${r.to}" already; nothing to move.\n`,
+      );
     });
 
   program
