@@ -32,6 +32,7 @@ export type TenancyErrorCode =
   | 'MIGRATION_GENERATION_FAILED'
   | 'TENANT_MIGRATION_PENDING'
   | 'TENANT_MOVED'
+  | 'TENANT_MOVE_FAILED'
   | 'TENANT_ARCHIVE_INVALID'
   | 'INVALID_TENANT_NAME'
   | 'TENANT_NOT_ACTIVE'
@@ -186,6 +187,37 @@ export class TenantMovedError extends TenancyError {
   }
 }
 
+/**
+ * `moveTenant` failed on something other than a refusal of the library's
+ * (a server that went away, a connection that broke): `switched` says
+ * whether the registry already named the new server. Before the switch the
+ * tenant is served where it was, unchanged; after it, from the new server,
+ * with the old copy maybe left. Calling `moveTenant` again completes or
+ * undoes what was left. HTTP 500; the driver's error is the `cause`.
+ */
+export class TenantMoveError extends TenancyError {
+  override readonly name = 'TenantMoveError';
+  readonly code = 'TENANT_MOVE_FAILED';
+  readonly statusCode = 500;
+
+  constructor(
+    readonly slug: string,
+    /** The server it was to move to. */
+    readonly server: string,
+    /** Whether the registry names `server` already (the move happened; its cleanup did not finish). */
+    readonly switched: boolean,
+    cause: unknown,
+  ) {
+    super(
+      `Moving tenant "${slug}" to server "${server}" failed: ${messageOf(cause)}. ` +
+        (switched
+          ? 'The tenant is served from the new server; its old copy may be left behind: call moveTenant again to drop it.'
+          : 'The tenant is served where it was, unchanged; fix the cause and call moveTenant again (it completes or undoes what this one left).'),
+      { cause },
+    );
+  }
+}
+
 /** `migration:generate` produced a statement it cannot make tenant-neutral; nothing was written. */
 export class MigrationGenerationError extends TenancyError {
   override readonly name = 'MigrationGenerationError';
@@ -289,7 +321,7 @@ export class TenantProvisioningError extends TenantSchemaChangeError {
   readonly statusCode: number;
 
   constructor(slug: string, migration: string | undefined, cause: unknown) {
-    super(slug, migration, cause, 'Creating', 'Nothing was kept (no schema, no tables, no registry row); fix the cause and call createTenant again.');
+    super(slug, migration, cause, 'Creating', 'Nothing was kept (no schema, no tables, no registry row; off the home server, a failure between its two commits leaves a marked schema that the next createTenant of that name there removes); fix the cause and call createTenant again.');
     this.statusCode = this.sqlState === '23505' && migration === undefined ? 409 : 500;
   }
 }

@@ -79,6 +79,7 @@ export {
   TenantFileNotFoundError,
   TenantArchiveError,
   TenantMovedError,
+  TenantMoveError,
 } from './errors';
 export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
 export type { TenantArchiveManifest } from './portability/tenant-archive';

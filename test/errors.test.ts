@@ -43,6 +43,7 @@ import {
   TenantFileNotFoundError,
   TenantArchiveError,
   TenantMovedError,
+  TenantMoveError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -85,6 +86,7 @@ const samples: TenancyError[] = [
   new TenantFileNotFoundError('invoices/2024/1.pdf'),
   new TenantArchiveError('its manifest is not JSON'),
   new TenantMovedError('acme', 'eu2'),
+  new TenantMoveError('acme', 'eu2', false, new Error('terminating connection due to administrator command')),
 ];
 
 describe('errors', () => {

@@ -1,4 +1,3 @@
-import { sqlStateOf } from '../errors';
 import { quoteIdent } from '../naming/quote-ident';
 import type { SqlRunner } from '../registry/tenant-registry';
 
@@ -22,12 +21,10 @@ export async function grantTenantRole(
 ): Promise<void> {
   const r = quoteIdent(role);
   const schema = quoteIdent(schemaName);
-  try {
-    await sql.query(`CREATE ROLE ${r} NOLOGIN`);
-  } catch (error) {
-    // 42710: left by an earlier tenant of this schema name; its grants are redone below.
-    if (sqlStateOf(error) !== '42710') throw error;
-  }
+  // A role left by an earlier tenant of this schema name (or a moved copy kept on this server) is used again: its grants are redone below.
+  // Looked up rather than caught: a failed CREATE ROLE would abort the caller's transaction.
+  const existing: unknown[] = await sql.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
+  if (existing.length === 0) await sql.query(`CREATE ROLE ${r} NOLOGIN`);
   await sql.query(`GRANT ${r} TO CURRENT_USER`);
   await sql.query(`GRANT USAGE ON SCHEMA ${schema} TO ${r}`);
   await sql.query(`GRANT ${TABLE_PRIVILEGES} ON ALL TABLES IN SCHEMA ${schema} TO ${r}`);

@@ -38,6 +38,7 @@ import {
   TenantMigrationPendingError,
   TenantMigrationError,
   TenantMovedError,
+  TenantMoveError,
   TenantRecentlyDroppedError,
   TenantSuspendedError,
   sqlStateOf,
@@ -258,6 +259,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   #partition: EntityPartition | undefined;
   /** The server of the registry, the ledger and the domains. */
   #home: TenantServer | undefined;
+  /** The move in progress in this manager (moves run one at a time). */
+  #moves: Promise<void> = Promise.resolve();
   /** The registry's identity (see `TenantRegistry.identity`), read by `initialize()`. */
   #registryId = '';
   /** Every open server by name, the home server among them, in the order of the options. */
@@ -450,7 +453,14 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('moveTenant() needs options such as { server: "eu2" }.');
     if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidArgumentError('Option "onProgress" must be a function.');
     const target = this.#serverNamed(options.server, 'Option "server"');
-    const result = await moveTenantSchema(
+    // One move at a time in this manager: each holds several connections of a pool, and two at once could wait for each other's.
+    const previous = this.#moves;
+    let done!: () => void;
+    this.#moves = new Promise<void>((resolve) => (done = resolve));
+    await previous;
+    let result: MoveTenantResult;
+    try {
+      result = await moveTenantSchema(
         {
           home: this.#home!,
           serverOf: (name) => this.#serverOf(name),
@@ -472,11 +482,25 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         target,
         options,
       );
+    } catch (error) {
+      if (error instanceof TenancyError) throw error;
+      const now = await this.#registry.find(this.#shared!, slug).catch(() => undefined);
+      throw new TenantMoveError(slug, target.name, now?.server === target.name, error);
+    } finally {
+      done();
+      this.#cache.evict(slug);
+    }
     // This process serves the tenant from its new server at once; others when their cached record expires (tenantRecordTtlMs).
     this.#cache.evict(slug);
     if (result.moved) {
       const tenant = await this.#registry.find(this.#shared!, slug);
       if (tenant !== undefined) this.#events.emit('moved', { tenant, from: result.from });
+      // Last, once everything is done; the move happened, so a callback that throws is logged, as a listener's error is.
+      try {
+        options.onProgress?.({ step: 'switched', tablesDone: result.tables, tables: result.tables, rowsCopied: result.rows });
+      } catch (error) {
+        this.#log({ level: 'error', kind: 'listener-error', message: `moveTenant()'s onProgress threw at "switched": ${error instanceof Error ? error.message : String(error)}`, tenant: slug, error });
+      }
     }
     return result;
   }
@@ -976,7 +1000,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * DataSource is forgotten; otherwise the error as it was.
    */
   async #movedOr(error: unknown, ran: TenantRecord): Promise<never> {
-    const now = await this.#registry.find(this.#shared!, ran.slug).catch(() => undefined);
+    // FOR SHARE: a move that renamed the schema writes the new server before its commit; this waits for that commit.
+    const now = await this.#registry.findCommitted(this.#shared!, ran.slug).catch(() => undefined);
     if (now !== undefined && now.server !== ran.server) {
       this.#cache.evict(ran.slug);
       throw new TenantMovedError(ran.slug, now.server, error);

@@ -24,7 +24,12 @@ export function archiveSchemaName(schemaName: string): string {
  */
 export function movedSchemaName(schemaName: string, at: Date): string {
   const stamp = at.toISOString().replace(/[-:T]/g, '').slice(0, 14);
-  return `${LIBRARY_SCHEMA_PREFIX}moved_${shortHash(schemaName)}_${stamp}`;
+  return `${movedSchemaPrefix(schemaName)}${stamp}`;
+}
+
+/** How the names of every moved copy of `schemaName` begin. */
+export function movedSchemaPrefix(schemaName: string): string {
+  return `${LIBRARY_SCHEMA_PREFIX}moved_${shortHash(schemaName)}_`;
 }
 
 function shortHash(value: string): string {

@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { TenantArchiveError } from '../errors';
 import type { TableChecksum, TenantSequence } from './tenant-tables';
@@ -46,7 +45,24 @@ export async function writeArchive(
 }
 
 async function write(out: Writable, chunk: Buffer): Promise<void> {
-  if (!out.write(chunk)) await once(out, 'drain');
+  // A destroyed stream emits neither 'drain' nor, once it has, 'error' again: waiting for it would never end.
+  if (out.destroyed) throw new Error('The archive stream was closed before the archive was written.');
+  if (out.write(chunk)) return;
+  await new Promise<void>((resolve, reject) => {
+    const settle = (error?: Error): void => {
+      out.off('drain', drained);
+      out.off('close', closed);
+      out.off('error', settle);
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+    const drained = (): void => settle();
+    const closed = (): void => settle(new Error('The archive stream was closed before the archive was written.'));
+    out.on('drain', drained);
+    out.on('close', closed);
+    out.on('error', settle);
+    if (out.destroyed) closed();
+  });
 }
 
 /** Reads an archive line by line (the caller gives it the gunzipped bytes). */

@@ -111,6 +111,16 @@ export class TenantRegistry {
     return rows.length === 0 ? undefined : this.#toRecord(rows[0]!);
   }
 
+  /**
+   * The tenant's record, read `FOR SHARE`: a change of the row that is
+   * written but not committed (a move switching the tenant's server) is
+   * waited for, up to the connection's `lock_timeout`.
+   */
+  async findCommitted(sql: SqlRunner, slug: string): Promise<TenantRecord | undefined> {
+    const rows: TenantRow[] = await sql.query(`SELECT ${COLUMNS} FROM ${this.#table} WHERE slug = $1 FOR SHARE`, [slug]);
+    return rows.length === 0 ? undefined : this.#toRecord(rows[0]!);
+  }
+
   /** The tenant holding `slug` or `schemaName`, if any (two slugs can map to one schema name). */
   async findConflict(sql: SqlRunner, slug: string, schemaName: string): Promise<TenantRecord | undefined> {
     const rows: TenantRow[] = await sql.query(

@@ -1,7 +1,7 @@
 import { Client as PgClient, Pool } from 'pg';
 import { Client, Plan, Project } from '../../entities';
 import { sharedMigrations, tenantMigrations } from '../../migrations';
-import { TenantDataSourceManager, type TenantDataSourceManagerOptions } from '../../src';
+import { TenantDataSourceManager, tenantContext, type TenantDataSourceManagerOptions } from '../../src';
 import type { TenantConnectionOptions } from '../../src/data-source/shared-pool';
 import { closeSharedPool, trackClients } from '../../src/data-source/shared-pool';
 import { freshDatabaseOn, type ScratchDatabase } from '../../support/database';
@@ -179,4 +179,18 @@ function serverDatabase(url: string, adminUrl: string, closers: Array<() => Prom
       return rows[0]!.n;
     },
   };
+}
+
+/** Puts `rows` clients in the tenant (one INSERT ... SELECT generate_series, in its run). */
+export async function fillClients(tenants: TenantDataSourceManager, slug: string, rows: number): Promise<void> {
+  await tenants.run(slug, () =>
+    tenantContext.query(`INSERT INTO client (name, email) SELECT 'n' || g, 'e' || g || '@x.test' FROM generate_series(1, $1) g`, [rows]),
+  );
+}
+
+/** The schemas named `schema`, and every moved copy, on a server. */
+export async function copiesOn(server: ServerDatabase, schema: string): Promise<string[]> {
+  return (
+    await server.query<{ n: string }>(`SELECT nspname AS n FROM pg_namespace WHERE nspname = $1 OR nspname LIKE 'typeorm_tenants_moved%' ORDER BY 1`, [schema])
+  ).map((r) => r.n);
 }
