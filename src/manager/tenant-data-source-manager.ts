@@ -427,20 +427,24 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
 
   /**
    * Moves the tenant to another server, nothing lost: its schema is copied
-   * to `server` (at its migration head, every row, sequences at their
-   * values, each table's row count and checksum compared) while the tenant
-   * is frozen against writes on its current server (reads go on; writes
-   * wait, then fail with `TenantMovedError`, HTTP 503, retryable: nothing
-   * of theirs lands in the old copy); then the registry names the new
-   * server and the old schema is dropped (kept under a reserved name with
-   * `keepSource: true`). The freeze lasts the whole copy (`freezeMs` in the
-   * result). Any failure before the switch leaves the tenant served where
-   * it was, unchanged, and no copy behind; after a crash, calling
+   * to `server` (at its migration head, every row, each table's row count
+   * and checksum compared) from a snapshot while the service keeps serving
+   * it; then a short write freeze on its current server (reads go on;
+   * writes wait, then fail with `TenantMovedError`, HTTP 503, retryable:
+   * nothing of theirs lands in the old copy) copies again the tables written
+   * meanwhile and the sequences; then the registry names the new server and
+   * the old schema is dropped (kept under a reserved name with
+   * `keepSource: true`). `freezeMs` in the result says how long writes
+   * waited. Any failure before the switch leaves the tenant served where it
+   * was, unchanged, and no copy behind; after a crash, calling
    * `moveTenant` again completes or undoes what was left. Active and
    * suspended tenants move; a tenant on `server` already gets
    * `{ moved: false }` (and leftovers of an earlier move are cleaned up).
+   * Moves run one at a time in a manager.
    *
-   * @throws InvalidArgumentError for a server the manager does not have; TenantNotFoundError; InvalidTenantStateError for an archived or dropping tenant.
+   * @throws InvalidArgumentError for a server the manager does not have, or pools too small for a move; TenantNotFoundError;
+   *   InvalidTenantStateError for an archived or dropping tenant, or a schema with objects the migrations do not make.
+   * @throws TenantMoveError for a failure that is not a refusal (a server gone away); its `switched` says whether the registry names the new server.
    * @example
    * ```ts
    * const result = await tenants.moveTenant('acme', { server: 'eu2' });
@@ -490,8 +494,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       done();
       this.#cache.evict(slug);
     }
-    // This process serves the tenant from its new server at once; others when their cached record expires (tenantRecordTtlMs).
-    this.#cache.evict(slug);
+    // (Evicted above: this process serves the tenant from its new server at once; others when their cached record expires, tenantRecordTtlMs.)
     if (result.moved) {
       const tenant = await this.#registry.find(this.#shared!, slug);
       if (tenant !== undefined) this.#events.emit('moved', { tenant, from: result.from });
