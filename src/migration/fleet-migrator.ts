@@ -1,8 +1,8 @@
 import type { DataSource, QueryRunner } from 'typeorm';
+import { schemaExists } from '../naming/schema-exists';
 import { InvalidArgumentError, TenancyError, TenantMigrationError, TenantNotFoundError, databaseErrorOf, sqlStateOf } from '../errors';
 import type { TenantRegistry, SqlRunner } from '../registry/tenant-registry';
 import type { TenantServer } from '../data-source/tenant-server';
-import { quoteIdent } from '../naming/quote-ident';
 import type { SearchPaths } from '../naming/search-paths';
 import { TENANT_STATUSES, type TenantRecord, type TenantStatus } from '../registry/tenant-record';
 import {
@@ -396,10 +396,6 @@ export class FleetMigrator {
 /** A tenant of a fleet run: its slug and schema, and the server it lives on. */
 type Placed = Pick<LedgerScopeTenant, 'slug' | 'schemaName' | 'server'>;
 
-async function schemaExists(sql: SqlRunner, schemaName: string): Promise<boolean> {
-  const [row] = (await sql.query('SELECT to_regnamespace($1) IS NOT NULL AS found', [quoteIdent(schemaName)])) as Array<{ found: boolean }>;
-  return row!.found;
-}
 
 /**
  * The JSON-friendly error of a failed tenant: the migration at fault, the

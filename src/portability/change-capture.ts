@@ -85,7 +85,7 @@ export async function captureFingerprint(sql: SqlRunner, schemaName: string, mov
   return fingerprint;
 }
 
-/** Every plain and partitioned table of `schemaName`: what is copied again when the capture cannot be trusted. */
+/** Every plain and partitioned table of `schemaName`: what the freeze locks, and what is copied again when the capture cannot be trusted. */
 export function allCapturedTables(sql: SqlRunner, schemaName: string): Promise<string[]> {
   return capturedTables(sql, schemaName);
 }

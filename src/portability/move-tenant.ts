@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { schemaExists } from '../naming/schema-exists';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { PoolClient } from 'pg';
@@ -430,7 +431,7 @@ async function recopyTables(frozen: SqlRunner & QueryRunner, tgt: SqlRunner & Qu
  */
 async function lockAgainstWrites(frozen: SqlRunner, schemaName: string, excluded: readonly string[]): Promise<void> {
   const loadOrder = (await tenantTables(frozen, schemaName, excluded)).map((table) => table.name).reverse();
-  const rest = (await capturedRelations(frozen, schemaName)).filter((name) => !loadOrder.includes(name));
+  const rest = (await allCapturedTables(frozen, schemaName)).filter((name) => !loadOrder.includes(name));
   const order = [...loadOrder, ...rest];
   if (order.length === 0) return;
   for (let attempt = 1; ; attempt += 1) {
@@ -506,15 +507,6 @@ async function schemaObjects(sql: SqlRunner, schemaName: string): Promise<string
   return rows.map((row) => row.object);
 }
 
-/** The plain and partitioned tables of the schema: what the freeze locks. */
-async function capturedRelations(sql: SqlRunner, schemaName: string): Promise<string[]> {
-  const rows: Array<{ name: string }> = await sql.query(
-    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.relname`,
-    [schemaName],
-  );
-  return rows.map((row) => row.name);
-}
 
 /**
  * The source schema is gone and the registry still names the source: an
@@ -582,7 +574,3 @@ async function movedCopies(sql: SqlRunner, registryId: string, slug: string, sch
   });
 }
 
-async function schemaExists(sql: SqlRunner, schemaName: string): Promise<boolean> {
-  const [row] = (await sql.query('SELECT to_regnamespace($1) IS NOT NULL AS found', [quoteIdent(schemaName)])) as Array<{ found: boolean }>;
-  return row!.found;
-}

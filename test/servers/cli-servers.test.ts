@@ -5,10 +5,10 @@ import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import type { FleetReport, TenantQueryResult, TenantRecord } from '../../src';
 import { renderRecords } from '../../src/cli/text-format';
+import { CLI_MAIN, finished } from '../cli/cli-support';
 import { startSecondServer, withTwoServers, type SecondServer, type ServerDatabase } from '../support/second-server';
 
 /** The built bin, as a user runs it. */
-const CLI_MAIN = resolve(__dirname, '../../src/cli/main.js');
 const PHONE_MIGRATION = 'AddClientPhone1700000000003';
 
 /**
@@ -61,22 +61,7 @@ describe('servers: the CLI with a config of several servers', function () {
     const env: NodeJS.ProcessEnv = { ...process.env, SERVER_A_URL: a.url, SERVER_B_URL: b.url };
     delete env.EXTRA_MIGRATION;
     if (extra !== undefined) env.EXTRA_MIGRATION = extra;
-    const child = spawn(process.execPath, [CLI_MAIN, '--config', config, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    return new Promise((resolvePromise, reject) => {
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`typeorm-tenants ${args.join(' ')} did not exit within 60 s. stderr: ${stderr}`));
-      }, 60_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolvePromise({ code, stdout, stderr });
-      });
-    });
+    return finished(spawn(process.execPath, [CLI_MAIN, '--config', config, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
   async function json<T>(a: ServerDatabase, b: ServerDatabase, args: readonly string[], extra?: 'phone'): Promise<T> {

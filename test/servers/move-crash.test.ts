@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { Client } from '../../entities';
 import { InvalidTenantStateError, TenantMovedError, tenantContext, type MoveTenantProgress, type MoveTenantResult, type TenantDataSourceManager } from '../../src';
+import { finished } from '../cli/cli-support';
 import { useSecondServer, withTwoServers, type ServerDatabase } from '../support/second-server';
 import {
   MOVED_NAME,
@@ -26,30 +27,17 @@ interface ChildRun {
 }
 
 /** Runs move-child.js: moves `slug` to `target` over the two databases, killing itself with SIGKILL at step `killAt` (or before dropping the old copy). */
-function moveInChild(a: ServerDatabase, b: ServerDatabase, slug: string, target: string, killAt: MoveTenantProgress['step'] | 'drop'): Promise<ChildRun> {
+async function moveInChild(a: ServerDatabase, b: ServerDatabase, slug: string, target: string, killAt: MoveTenantProgress['step'] | 'drop'): Promise<ChildRun> {
   const child = spawn(process.execPath, [join(__dirname, 'move-child.js')], {
     env: { ...process.env, SERVER_A_URL: a.url, SERVER_B_URL: b.url, SLUG: slug, TARGET: target, KILL_AT: killAt },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`move-child.js did not end within 60 s. stderr: ${stderr}`));
-    }, 60_000);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const lines = stdout
-        .split('\n')
-        .filter((line) => line.length > 0)
-        .map((line) => JSON.parse(line) as ChildRun['lines'][number]);
-      resolvePromise({ code, signal, lines, stderr });
-    });
-  });
+  const { code, signal, stdout, stderr } = await finished(child);
+  const lines = stdout
+    .split('\n')
+    .filter((line) => line.length > 0)
+    .map((line) => JSON.parse(line) as ChildRun['lines'][number]);
+  return { code, signal, lines, stderr };
 }
 
 const countClients = (tenants: TenantDataSourceManager, slug: string): Promise<number> => tenants.run(slug, () => tenantContext.getRepository(Client).count());

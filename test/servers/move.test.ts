@@ -15,6 +15,7 @@ import {
   type MoveTenantResult,
   type TenantDataSourceManager,
 } from '../../src';
+import { CLI_MAIN, finished, type CliResult } from '../cli/cli-support';
 import { sleep } from '../support/fixtures';
 import { serverOptions, useSecondServer, withTwoServers, type ServerDatabase } from '../support/second-server';
 import {
@@ -674,26 +675,13 @@ module.exports = {
     });
     after(() => rmSync(directory, { recursive: true, force: true }));
 
-    function cli(a: ServerDatabase, b: ServerDatabase, args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-      const child = spawn(process.execPath, [resolve(__dirname, '../../src/cli/main.js'), '--config', config, ...args], {
-        env: { ...process.env, SERVER_A_URL: a.url, SERVER_B_URL: b.url },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-      return new Promise((resolvePromise, reject) => {
-        const timer = setTimeout(() => {
-          child.kill('SIGKILL');
-          reject(new Error(`typeorm-tenants ${args.join(' ')} did not exit within 60 s. stderr: ${stderr}`));
-        }, 60_000);
-        child.on('error', reject);
-        child.on('close', (code) => {
-          clearTimeout(timer);
-          resolvePromise({ code, stdout, stderr });
-        });
-      });
+    function cli(a: ServerDatabase, b: ServerDatabase, args: readonly string[]): Promise<CliResult> {
+      return finished(
+        spawn(process.execPath, [CLI_MAIN, '--config', config, ...args], {
+          env: { ...process.env, SERVER_A_URL: a.url, SERVER_B_URL: b.url },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        }),
+      );
     }
 
     it('move <slug> --server b --json prints the result and the tenant is on b; --keep-source keeps the copy; the same server again is moved:false; an unknown server fails', async () => {
