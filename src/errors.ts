@@ -33,6 +33,8 @@ export type TenancyErrorCode =
   | 'TENANT_MIGRATION_PENDING'
   | 'TENANT_MOVED'
   | 'TENANT_MOVE_FAILED'
+  | 'TENANT_SCHEMA_NOT_DISTRIBUTED'
+  | 'TENANT_REBALANCE_FAILED'
   | 'TENANT_ARCHIVE_INVALID'
   | 'INVALID_TENANT_NAME'
   | 'TENANT_NOT_ACTIVE'
@@ -204,16 +206,61 @@ export class TenantMoveError extends TenancyError {
     readonly slug: string,
     /** The server it was to move to. */
     readonly server: string,
-    /** Whether the registry names `server` already (the move happened; its cleanup did not finish). */
+    /** Whether the registry names `server` already (the move happened; its cleanup did not finish); in Citus mode, whether Citus placed the schema on the node. */
     readonly switched: boolean,
     cause: unknown,
+    /** `'node'` for a move between the nodes of a Citus cluster (`server` is then the node, `'host:port'`). */
+    readonly place: 'server' | 'node' = 'server',
   ) {
     super(
-      `Moving tenant "${slug}" to server "${server}" failed: ${messageOf(cause)}. ` +
-        (switched
-          ? 'The tenant is served from the new server; its old copy may be left behind: call moveTenant again to drop it.'
-          : 'The tenant is served where it was, unchanged; fix the cause and call moveTenant again (it completes or undoes what this one left).'),
+      `Moving tenant "${slug}" to ${place} "${server}" failed: ${messageOf(cause)}. ` +
+        (place === 'node'
+          ? switched
+            ? 'Citus placed the tenant on the new node; it is served from there.'
+            : "The tenant is served from its node, as before; fix the cause and call moveTenant again (Citus cleans up a failed move's leftovers itself)."
+          : switched
+            ? 'The tenant is served from the new server; its old copy may be left behind: call moveTenant again to drop it.'
+            : 'The tenant is served where it was, unchanged; fix the cause and call moveTenant again (it completes or undoes what this one left).'),
       { cause },
+    );
+  }
+}
+
+/**
+ * In Citus mode, a tenant schema the library made or claimed is not a
+ * distributed schema (not in `pg_dist_schema`): it would be served from the
+ * coordinator, outside the cluster's placement. The transaction that made it
+ * was rolled back.
+ */
+export class TenantSchemaNotDistributedError extends TenancyError {
+  override readonly name = 'TenantSchemaNotDistributedError';
+  readonly code = 'TENANT_SCHEMA_NOT_DISTRIBUTED';
+  readonly statusCode = 500;
+
+  constructor(readonly schemaName: string) {
+    super(
+      `Tenant schema "${schemaName}" is not a Citus distributed schema (no row in pg_dist_schema after citus_schema_distribute), so it would stay on the coordinator; ` +
+        'nothing was kept. Check that the Citus extension is 12 or later, that workers are registered (citus_add_node), and what citus_schema_distribute says of the schema.',
+    );
+  }
+}
+
+/** In Citus mode, the rebalance job `rebalanceTenants()` started ended in a state other than `finished`. */
+export class TenantRebalanceError extends TenancyError {
+  override readonly name = 'TenantRebalanceError';
+  readonly code = 'TENANT_REBALANCE_FAILED';
+  readonly statusCode = 500;
+
+  constructor(
+    /** Citus's job id (`citus_rebalance_status()`, `pg_dist_background_job`). */
+    readonly job: string,
+    readonly state: string,
+    /** The messages of the job's failed tasks. */
+    readonly messages: readonly string[],
+  ) {
+    super(
+      `Citus's rebalance job ${job} ended ${state}${messages.length === 0 ? '' : `: ${messages.join('; ')}`}. ` +
+        'Tenants it moved stay moved and every tenant is served from wherever its schema is; see citus_rebalance_status() and run rebalanceTenants() again once the cause is fixed.',
     );
   }
 }
@@ -825,6 +872,16 @@ export function databaseErrorOf(error: unknown): DatabaseErrorFields | undefined
     current = (current as { cause?: unknown }).cause;
   }
   return undefined;
+}
+
+/** The messages of `error` and of its causes, outermost first, joined by ": " (one that repeats the last is left out). */
+export function messageWithCauses(error: unknown): string {
+  const messages: string[] = [];
+  for (let current = error, depth = 0; current !== undefined && current !== null && depth < 10; current = (current as { cause?: unknown }).cause, depth += 1) {
+    const message = messageOf(current);
+    if (messages.at(-1) !== message) messages.push(message);
+  }
+  return messages.join(': ');
 }
 
 function messageOf(error: unknown): string {

@@ -1,6 +1,15 @@
 export { TenantScoped, isTenantScoped } from './entity/tenant-scoped';
 export { TenantDataSourceManager } from './manager/tenant-data-source-manager';
 export type { MoveTenantOptions, MoveTenantProgress, MoveTenantResult } from './portability/move-tenant';
+export type {
+  CitusTransfer,
+  MoveTenantToNodeOptions,
+  NodeMoveProgress,
+  NodeMoveResult,
+  RebalanceProgress,
+  RebalanceTenantsOptions,
+  RebalanceTenantsResult,
+} from './citus/schema-move';
 export type { CreateTenantOptions, ImportTenantOptions, GenerateMigrationOptions, GeneratedMigration, TenantManagerStats, TenantPoolStats } from './manager/tenant-data-source-manager';
 export type { AddTenantDomainOptions, TenantDomain, UpdateTenantDomainOptions } from './registry/tenant-domains';
 export { HOSTNAME_RULE, MAX_HOSTNAME_LENGTH, normaliseHostname } from './naming/hostname';
@@ -80,6 +89,8 @@ export {
   TenantArchiveError,
   TenantMovedError,
   TenantMoveError,
+  TenantRebalanceError,
+  TenantSchemaNotDistributedError,
 } from './errors';
 export type { MigrationOutsideTenantObject, TenancyErrorCode } from './errors';
 export type { TenantArchiveManifest } from './portability/tenant-archive';

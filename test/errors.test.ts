@@ -44,6 +44,8 @@ import {
   TenantArchiveError,
   TenantMovedError,
   TenantMoveError,
+  TenantRebalanceError,
+  TenantSchemaNotDistributedError,
 } from '../src';
 
 const samples: TenancyError[] = [
@@ -87,6 +89,8 @@ const samples: TenancyError[] = [
   new TenantArchiveError('its manifest is not JSON'),
   new TenantMovedError('acme', 'eu2'),
   new TenantMoveError('acme', 'eu2', false, new Error('terminating connection due to administrator command')),
+  new TenantSchemaNotDistributedError('acme'),
+  new TenantRebalanceError('7', 'failed', ['ERROR: cannot move shard']),
 ];
 
 describe('errors', () => {

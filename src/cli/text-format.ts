@@ -26,7 +26,7 @@ export function renderRecord(record: TenantRecord): string {
       ['schema', record.schemaName],
       ['name', record.name],
       ['status', record.status],
-      ['server', record.server],
+      record.node === undefined ? ['server', record.server] : ['node', record.node],
       ['created', formatDate(record.createdAt)],
     ],
   );
@@ -35,8 +35,10 @@ export function renderRecord(record: TenantRecord): string {
 /** The registry as a table, or a sentence when it is empty. */
 export function renderRecords(records: readonly TenantRecord[]): string {
   if (records.length === 0) return 'No tenants.\n';
-  const rows = records.map((r) => [r.slug, r.schemaName, r.status, r.server, formatDate(r.createdAt), r.name]);
-  return renderTable(['SLUG', 'SCHEMA', 'STATUS', 'SERVER', 'CREATED', 'NAME'], rows) + `${plural(records.length, 'tenant')}\n`;
+  // In Citus mode (records that name a node) the one server is the coordinator: the node says where each tenant is.
+  const byNode = records.some((r) => r.node !== undefined);
+  const rows = records.map((r) => [r.slug, r.schemaName, r.status, byNode ? (r.node ?? '-') : r.server, formatDate(r.createdAt), r.name]);
+  return renderTable(['SLUG', 'SCHEMA', 'STATUS', byNode ? 'NODE' : 'SERVER', 'CREATED', 'NAME'], rows) + `${plural(records.length, 'tenant')}\n`;
 }
 
 /** One tenant domain as `key  value` lines. */

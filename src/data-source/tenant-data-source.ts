@@ -50,6 +50,8 @@ export interface TenantDataSourceSpec {
   readonly rawSql: ServedRawSql | { readonly kind: 'library' };
   /** TypeORM's `cache` option for this DataSource: a view of the manager's store under the tenant's prefix (served DataSources only). */
   readonly queryCache?: QueryCacheOptions | undefined;
+  /** In Citus mode: renames shards in errors to the tenant's tables. */
+  readonly renameShards?: (error: unknown) => Promise<void>;
 }
 
 /** How a DataSource serving runs fences raw SQL. */
@@ -112,10 +114,11 @@ export async function buildTenantDataSource(spec: TenantDataSourceSpec): Promise
   resolveSharedForeignKeys(driver, spec.sharedSchema, spec.sharedTables);
 
   const generated = recordGeneratedSql(driver);
-  const policy: RawSqlPolicy =
+  const base: RawSqlPolicy =
     spec.rawSql.kind === 'library'
       ? { setSearchPath: undefined, role: undefined, sessionUser: undefined, assertServed: () => undefined, isGenerated: generated.isGenerated }
       : servedPolicy(spec.rawSql, generated.isGenerated);
+  const policy: RawSqlPolicy = spec.renameShards === undefined ? base : { ...base, renameShards: spec.renameShards };
   driver.createQueryRunner = (mode: ReplicationMode) => new TenantQueryRunner(driver, mode, policy);
 
   bindTenantSchema(dataSource, spec.schemaName);

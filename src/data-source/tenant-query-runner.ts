@@ -40,6 +40,8 @@ export interface RawSqlPolicy {
   isGenerated(sql: string, parameters: unknown): boolean;
   /** The manager's `sqlComment` option: the tenant's sqlcommenter comment and a space, put in front of every statement. */
   readonly sqlComment?: string;
+  /** In Citus mode: renames the shards a failed statement's error names to the tenant's tables (see `shardNameRenamer`). */
+  readonly renameShards?: (error: unknown) => Promise<void>;
 }
 
 /**
@@ -89,6 +91,15 @@ export class TenantQueryRunner extends PostgresQueryRunner {
   // promise back as is (each extra promise costs an async-hooks round under
   // AsyncLocalStorage).
   override query(query: string, parameters?: any[], useStructuredResult = false): Promise<any> {
+    const rename = this.#policy.renameShards;
+    if (rename === undefined) return this.#query(query, parameters, useStructuredResult);
+    return this.#query(query, parameters, useStructuredResult).catch(async (error: unknown) => {
+      await rename(error);
+      throw error;
+    });
+  }
+
+  #query(query: string, parameters: any[] | undefined, useStructuredResult: boolean): Promise<any> {
     try {
       this.#policy.assertServed();
     } catch (error) {

@@ -1,8 +1,10 @@
 import type { Pool } from 'pg';
 import { DataSource, type QueryRunner } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
+import { readCitusFacts, type CitusFacts } from '../citus/citus-mode';
+import { shardNameRenamer } from '../citus/shard-names';
 import type { SqlRunner } from '../registry/tenant-registry';
-import { pollAdvisoryLock } from './advisory-lock';
+import { startLockedTransaction } from './advisory-lock';
 import { describeConnectionTarget, poolConfigOf } from './connection-target';
 import { createPgDriverFacade, type PgDriverFacade } from './pool-facade';
 import { DEFAULT_POOL_SIZE, closeSharedPool, createSharedPool, type TenantConnectionOptions, type TenantPoolOptions } from './shared-pool';
@@ -49,6 +51,9 @@ export class TenantServer {
   #shared: DataSource | undefined;
   #facts: DriverFacts | undefined;
   #role: string | undefined;
+  #citus: CitusFacts | undefined;
+  #citusMode = false;
+  #renameShards: ((error: unknown) => Promise<void>) | undefined;
   #sharedTables: ReadonlySet<string> = new Set();
 
   private constructor(name: string, connection: TenantConnectionOptions, model: TenantServerModel) {
@@ -98,15 +103,41 @@ export class TenantServer {
     this.#shared = shared;
     this.#sharedTables = new Set(shared.entityMetadatas.map((metadata) => metadata.tableName));
     const driver = shared.driver as PostgresDriver;
-    const [{ role, database }] = (await shared.query('SELECT current_user AS role, current_database() AS database')) as Array<{ role: string; database: string }>;
+    const [{ role, database, citus }] = (await shared.query(
+      `SELECT current_user AS role, current_database() AS database, (SELECT extversion FROM pg_extension WHERE extname = 'citus') AS citus`,
+    )) as Array<{ role: string; database: string; citus: string | null }>;
     this.#facts = { version: driver.version, database: driver.database ?? database };
     this.#role = role;
+    this.#citus = await readCitusFacts(shared, citus);
   }
 
   /** The role the pool connects as (`current_user` at open). */
   get connectingRole(): string {
     if (this.#role === undefined) throw new Error(`Server "${this.name}" is not open.`);
     return this.#role;
+  }
+
+  /** What the server said about Citus at open: the extension's version, and whether it is the coordinator. */
+  get citus(): CitusFacts {
+    if (this.#citus === undefined) throw new Error(`Server "${this.name}" is not open.`);
+    return this.#citus;
+  }
+
+  /**
+   * Whether the manager runs this server in Citus mode (decided once at
+   * `initialize()`, see `decideCitusMode`): tenant schemas are then made
+   * distributed schemas, and the library's own schemas are kept off the
+   * workers.
+   */
+  get citusMode(): boolean {
+    return this.#citusMode;
+  }
+
+  /** Turns Citus mode on, once, at `initialize()`. */
+  enterCitusMode(): void {
+    if (this.#citus?.version === undefined) throw new Error(`Server "${this.name}" has no citus extension.`);
+    this.#citusMode = true;
+    this.#renameShards = shardNameRenamer(this.pool);
   }
 
   /** The DataSource of this server's shared schema. */
@@ -161,6 +192,7 @@ export class TenantServer {
       sharedDataSource: () => this.#shared,
       rawSql: served ?? { kind: 'library' },
       queryCache: served?.queryCache,
+      renameShards: this.#renameShards,
     });
   }
 
@@ -176,14 +208,7 @@ export class TenantServer {
     work: (runner: QueryRunner & SqlRunner) => Promise<T>,
     isolation?: 'READ COMMITTED' | 'REPEATABLE READ',
   ): Promise<T> {
-    return this.inTransaction(
-      dataSource,
-      async (runner) => {
-        await pollAdvisoryLock(runner, `typeorm-tenants:${lockName}`, this.#model.lockTimeoutMs);
-        return work(runner);
-      },
-      isolation,
-    );
+    return committed(dataSource, work, (runner) => startLockedTransaction(runner, `typeorm-tenants:${lockName}`, this.#model.lockTimeoutMs, isolation));
   }
 
   /**
@@ -196,23 +221,7 @@ export class TenantServer {
     work: (runner: QueryRunner & SqlRunner) => Promise<T>,
     isolation?: 'READ COMMITTED' | 'REPEATABLE READ',
   ): Promise<T> {
-    const runner = dataSource.createQueryRunner();
-    try {
-      await runner.startTransaction(isolation);
-      try {
-        const result = await work(runner);
-        await runner.commitTransaction();
-        return result;
-      } catch (error) {
-        // The original error is what the caller needs. A rollback that fails
-        // means the connection is broken, and PostgreSQL discards the open
-        // transaction with it; releasing the runner drops the connection.
-        if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
-        throw error;
-      }
-    } finally {
-      await runner.release();
-    }
+    return committed(dataSource, work, (runner) => runner.startTransaction(isolation));
   }
 
   /** Closes the shared DataSource, then the pool (waiting for its connections to close). Safe to call twice. */
@@ -224,5 +233,34 @@ export class TenantServer {
     } finally {
       if (!(this.pool as unknown as { ending?: boolean }).ending) await closeSharedPool(this.pool);
     }
+  }
+}
+
+/**
+ * Runs `work` on a runner of `dataSource` in the transaction `begin` starts
+ * (which leaves none open when it fails), commits it, rolls back on failure,
+ * and releases the runner.
+ */
+async function committed<T>(
+  dataSource: DataSource,
+  work: (runner: QueryRunner & SqlRunner) => Promise<T>,
+  begin: (runner: QueryRunner) => Promise<void>,
+): Promise<T> {
+  const runner = dataSource.createQueryRunner();
+  try {
+    await begin(runner);
+    try {
+      const result = await work(runner);
+      await runner.commitTransaction();
+      return result;
+    } catch (error) {
+      // The original error is what the caller needs. A rollback that fails
+      // means the connection is broken, and PostgreSQL discards the open
+      // transaction with it; releasing the runner drops the connection.
+      if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
+      throw error;
+    }
+  } finally {
+    await runner.release();
   }
 }

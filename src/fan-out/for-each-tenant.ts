@@ -150,8 +150,12 @@ export async function runOverScope<T>(
       return { slug, status: gone ? 'skipped' : 'failed', error: fleetErrorOf(error), ms: performance.now() - began };
     }
   };
-  // Concurrency per server: each server's tenants run side by side with the others'.
-  const results = await runInWaves(slugs, one, { ...options, concurrency: scope.concurrency, groupOf: (slug) => bySlug.get(slug)!.server });
+  // Concurrency per server (per node in Citus mode, where listTenants names each tenant's): each group's tenants run side by side with the others'.
+  const groupOf = (slug: string): string => {
+    const tenant = bySlug.get(slug)!;
+    return tenant.node ?? tenant.server;
+  };
+  const results = await runInWaves(slugs, one, { ...options, concurrency: scope.concurrency, groupOf });
   const notStarted = skipReason(options.signal);
   const ordered = scope.tenants.map(
     ({ slug }): TenantWorkResult<T> => scope.settled.get(slug) ?? results.get(slug) ?? { slug, status: 'skipped', ms: 0, error: { message: notStarted } },

@@ -1,4 +1,5 @@
 import type { DataSource, QueryRunner } from 'typeorm';
+import { distributeTenantSchema } from '../citus/distributed-schema';
 import { InvalidTenantStateError, TenantNotFoundError, sqlStateOf } from '../errors';
 import type { TenantEvents } from '../manager/tenant-events';
 import { lifecycleTenant, type LifecyclePlugins } from './lifecycle-plugins';
@@ -114,6 +115,8 @@ export class TenantLifecycle {
         async (runner, runners) => {
           await renameSchema(runner, archiveSchemaName(schemaName), schemaName);
           await this.#access.migrateInTransaction(dataSource, runners, slug, schemaName);
+          // Archived before Citus mode: distributed now, before it is served again.
+          await distributeTenantSchema(runner, schemaName, server.citusMode);
         },
         server,
         dataSource,

@@ -181,6 +181,19 @@ export interface TenantDataSourceManagerOptions {
    */
   readonly isolation?: 'schema' | 'role';
   /**
+   * Citus mode (schema-based sharding on a Citus 12+ cluster): `'auto'`
+   * (default) turns it on when the database has the `citus` extension;
+   * `true` requires it (`initialize()` fails without it); `false` treats
+   * the database as plain PostgreSQL. In Citus mode every tenant schema is a
+   * distributed schema (checked in `pg_dist_schema` when it is made), shared
+   * entities' tables are reference tables, the library's own schemas stay
+   * on the coordinator, `getTenant()`/`listTenants()` name each tenant's
+   * node, and `moveTenant(slug, { node })` and `rebalanceTenants()` go
+   * through Citus. The manager must connect to the coordinator, as its one
+   * server, with `isolation: 'schema'`. See the README's "Citus" section.
+   */
+  readonly citus?: 'auto' | boolean;
+  /**
    * At `initialize()`, also check that every tenant entity has its table
    * once all tenant migrations ran (in a throwaway schema, rolled back):
    * a `TenancyConfigurationError` names each entity left without one (a

@@ -4,6 +4,18 @@ import { DataSource, type MigrationInterface } from 'typeorm';
 import { registerLiveOwner, runStorage, unregisterLiveOwner, type ContextOwner, type RunState } from '../context/tenant-context';
 import { LeaseCache, type Lease } from '../data-source/lease-cache';
 import { TenantServer } from '../data-source/tenant-server';
+import { citusOptionOf, decideCitusMode, withoutSchemaSharding, type CitusOption } from '../citus/citus-mode';
+import { createTenantSchema, distributeTenantSchema } from '../citus/distributed-schema';
+import { makeSharedTablesReferenceTables, sharedTablesInReferenceOrder } from '../citus/reference-tables';
+import { nodesOfSchemas } from '../citus/tenant-nodes';
+import {
+  moveTenantToNode,
+  rebalanceTenants,
+  type MoveTenantToNodeOptions,
+  type NodeMoveResult,
+  type RebalanceTenantsOptions,
+  type RebalanceTenantsResult,
+} from '../citus/schema-move';
 import { inPlacedTransaction } from '../data-source/placed-transaction';
 import { exportTenantArchive, type ExportSettings } from '../portability/export-tenant';
 import { moveTenantSchema, type MoveTenantOptions, type MoveTenantResult } from '../portability/move-tenant';
@@ -41,6 +53,7 @@ import {
   TenantMoveError,
   TenantRecentlyDroppedError,
   TenantSuspendedError,
+  messageWithCauses,
   sqlStateOf,
 } from '../errors';
 import type { FleetReport, FleetRunOptions, FleetTenantResult } from '../migration/fleet-run';
@@ -193,6 +206,7 @@ interface ResolvedOptions {
   readonly seed: TenantSeed | undefined;
   readonly warmPool: WarmPoolOptions | undefined;
   readonly isolation: 'schema' | 'role';
+  readonly citus: CitusOption;
   readonly checkEntities: boolean;
   readonly pendingMigrations: 'serve' | 'warn' | 'refuse';
   readonly migrationGuard: MigrationGuardMode;
@@ -451,17 +465,89 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
    * result.freezeMs; // how long writes to acme waited
    * ```
    */
-  async moveTenant(slug: string, options: MoveTenantOptions): Promise<MoveTenantResult> {
+  moveTenant(slug: string, options: MoveTenantOptions): Promise<MoveTenantResult>;
+  /**
+   * In Citus mode: moves the tenant's schema to another node of the
+   * cluster with `citus_schema_move` (online by default: the tenant keeps
+   * being served and written while Citus copies it), holding the tenant's
+   * lock meanwhile. A tenant on `node` already gets `{ moved: false }`.
+   *
+   * @throws InvalidArgumentError outside Citus mode, for a node that is not the cluster's, or for an online move of tables without a primary key.
+   * @throws TenantNotFoundError; InvalidTenantStateError for an archived or dropping tenant; TenantMoveError when Citus fails the move.
+   * @example
+   * ```ts
+   * const { node } = (await tenants.getTenant('acme'))!; // '10.0.0.5:5432'
+   * await tenants.moveTenant('acme', { node: '10.0.0.6:5432' });
+   * ```
+   */
+  moveTenant(slug: string, options: MoveTenantToNodeOptions): Promise<NodeMoveResult>;
+  async moveTenant(slug: string, options: MoveTenantOptions | MoveTenantToNodeOptions): Promise<MoveTenantResult | NodeMoveResult> {
     this.#assertReady('moveTenant()');
     validateTenantSlug(slug, this.#reserved);
-    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('moveTenant() needs options such as { server: "eu2" }.');
+    const citus = this.#home!.citusMode;
+    if (options === null || typeof options !== 'object') {
+      throw new InvalidArgumentError(`moveTenant() needs options such as ${citus ? "{ node: '10.0.0.6:5432' }" : '{ server: "eu2" }'}.`);
+    }
     if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidArgumentError('Option "onProgress" must be a function.');
-    const target = this.#serverNamed(options.server, 'Option "server"');
-    // One move at a time in this manager: each holds several connections of a pool, and two at once could wait for each other's.
+    const toNode = (options as { node?: unknown }).node !== undefined;
+    const toServer = (options as { server?: unknown }).server !== undefined;
+    if (toNode && toServer) throw new InvalidArgumentError('moveTenant() takes { server } (several servers) or { node } (a Citus cluster), not both.');
+    if (toNode || citus) {
+      if (!citus) {
+        throw new InvalidArgumentError(
+          'moveTenant(slug, { node }) moves a tenant between the nodes of a Citus cluster, and this manager is not in Citus mode (option citus; the database has no citus extension). ' +
+            'Between servers: moveTenant(slug, { server }).',
+        );
+      }
+      if (!toNode) {
+        throw new InvalidArgumentError("In Citus mode tenants move between the cluster's nodes: moveTenant(slug, { node: 'host:port' }) (getTenant(slug).node says where a tenant is).");
+      }
+      const home = this.#home!;
+      return this.#oneMoveAtATime(() =>
+        moveTenantToNode({ server: home, findTenant: (name) => this.#registry.find(this.#shared!, name) }, slug, options as MoveTenantToNodeOptions),
+      );
+    }
+    const serverOptions = options as MoveTenantOptions;
+    const target = this.#serverNamed(serverOptions.server, 'Option "server"');
+    return this.#oneMoveAtATime(() => this.#moveToServer(slug, target, serverOptions));
+  }
+
+  /**
+   * In Citus mode: runs Citus's rebalancer (`citus_rebalance_start`), which
+   * moves tenant schemas between nodes until they are spread evenly, and
+   * waits for its job to end, calling `onProgress` at each poll with
+   * Citus's task counts. Tenants keep being served throughout (online
+   * moves by default). Returns the tenants whose node changed.
+   *
+   * @throws InvalidArgumentError outside Citus mode or for bad options; TenantRebalanceError when the job fails or is cancelled.
+   * @example
+   * ```ts
+   * const { moved } = await tenants.rebalanceTenants({ onProgress: (p) => console.log(p.state, p.tasks) });
+   * ```
+   */
+  async rebalanceTenants(options: RebalanceTenantsOptions = {}): Promise<RebalanceTenantsResult> {
+    this.#assertReady('rebalanceTenants()');
+    if (!this.#home!.citusMode) {
+      throw new InvalidArgumentError('rebalanceTenants() runs the rebalancer of a Citus cluster, and this manager is not in Citus mode (option citus; the database has no citus extension).');
+    }
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('rebalanceTenants() takes an options object.');
+    return this.#oneMoveAtATime(() => rebalanceTenants(this.#home!, () => this.listTenants(), options));
+  }
+
+  /** One move at a time in this manager: each holds several connections of a pool, and two at once could wait for each other's. */
+  async #oneMoveAtATime<T>(move: () => Promise<T>): Promise<T> {
     const previous = this.#moves;
     let done!: () => void;
     this.#moves = new Promise<void>((resolve) => (done = resolve));
     await previous;
+    try {
+      return await move();
+    } finally {
+      done();
+    }
+  }
+
+  async #moveToServer(slug: string, target: TenantServer, options: MoveTenantOptions): Promise<MoveTenantResult> {
     let result: MoveTenantResult;
     try {
       result = await moveTenantSchema(
@@ -491,7 +577,6 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       const now = await this.#registry.find(this.#shared!, slug).catch(() => undefined);
       throw new TenantMoveError(slug, target.name, now?.server === target.name, error);
     } finally {
-      done();
       this.#cache.evict(slug);
     }
     // (Evicted above: this process serves the tenant from its new server at once; others when their cached record expires, tenantRecordTtlMs.)
@@ -547,7 +632,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
               claimed = true;
               await runner.query(`SET LOCAL search_path TO ${quoteIdentList(searchPath)}`); // for the seed hook
             } else {
-              await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
+              await createTenantSchema(runner, schemaName, server.citusMode);
             }
           } catch (error) {
             if (sqlStateOf(error) === '42P06') throw new TenantAlreadyExistsError(slug, schemaName, undefined);
@@ -563,6 +648,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
           } else if (!claimed) {
             await applyPendingMigrations(provisioning, runner, searchPath, { freshSchema: true, guard });
           }
+          await distributeTenantSchema(runner, schemaName, server.citusMode);
           if (this.#options.isolation === 'role') {
             await grantTenantRole(runner, this.#roleOf(server, schemaName), schemaName, this.#options.sharedSchema, this.#migrationsTableName);
           }
@@ -734,7 +820,18 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   async getTenant(slug: string): Promise<TenantRecord | undefined> {
     this.#assertReady('getTenant()');
     validateTenantSlug(slug, this.#reserved);
-    return this.#registry.find(this.#shared!, slug);
+    const record = await this.#registry.find(this.#shared!, slug);
+    return record === undefined ? undefined : (await this.#withNodes([record]))[0];
+  }
+
+  /** In Citus mode, the records with the node holding each tenant's schema (one catalog query); as they are otherwise. */
+  async #withNodes(records: TenantRecord[]): Promise<TenantRecord[]> {
+    if (!this.#home!.citusMode || records.length === 0) return records;
+    const nodes = await nodesOfSchemas(this.#shared!, [...new Set(records.map((record) => record.schemaName))]);
+    return records.map((record) => {
+      const node = nodes.get(record.schemaName);
+      return node === undefined ? record : Object.freeze({ ...record, node });
+    });
   }
 
   /**
@@ -749,7 +846,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     const names: readonly unknown[] | undefined = servers === undefined ? undefined : Array.isArray(servers) ? servers : [servers];
     for (const name of names ?? []) this.#serverNamed(name, 'Option "where.server"');
     const records = await this.#registry.list(this.#shared!);
-    return names === undefined ? records : records.filter((record) => names.includes(record.server));
+    return this.#withNodes(names === undefined ? records : records.filter((record) => names.includes(record.server)));
   }
 
   /**
@@ -1156,7 +1253,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       const throwaway = `${LIBRARY_SCHEMA_PREFIX}gen_${randomBytes(6).toString('hex')}`;
       const dataSource = await this.#home!.buildDataSource(throwaway);
       try {
-        changes = await tenantSchemaChanges(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway));
+        changes = await tenantSchemaChanges(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway), this.#home!.citusMode);
       } finally {
         await dataSource.destroy();
       }
@@ -1283,6 +1380,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
     if (failed !== undefined) throw failed.reason;
     const home = this.#servers.get(options.homeServer)!;
     this.#home = home;
+    if (decideCitusMode(options.citus, [...this.#servers.values()], options.isolation)) home.enterCitusMode();
     const shared = home.sharedDataSource;
     this.#shared = shared;
     pinSharedActiveRecord(partition.sharedEntities, shared);
@@ -1319,6 +1417,8 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       const isHome = server === home;
       const serverShared = server.sharedDataSource;
       const warnings = await server.inLockedTransaction(serverShared, 'initialize', async (runner) => {
+        // The library's own schemas (shared, extensions, guard) stay on the coordinator, whatever the cluster's default.
+        if (server.citusMode) await withoutSchemaSharding(runner);
         await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
         await ensureMigrationGuard(runner, options.migrationGuard);
         if (isHome) {
@@ -1339,13 +1439,15 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
         const installed = await installExtensions(runner, { schema: options.extensionsSchema, sharedSchema: options.sharedSchema, names: extensions });
         const pathWarning = await checkDefaultSearchPath(runner, { schema: options.extensionsSchema, schemas: installed.schemas });
         await applyPendingMigrations(serverShared, runner, this.#searchPaths.sharedMigration(), { shared: true });
+        // Tenant tables on the workers may reference shared tables only as reference tables (a copy on every node).
+        if (server.citusMode) await makeSharedTablesReferenceTables(runner, sharedTablesInReferenceOrder(serverShared.entityMetadatas, options.sharedSchema));
         if (isHome) await this.#refuseSharedTablesInTenants(runner);
         const found = pathWarning === undefined ? installed.warnings : [...installed.warnings, pathWarning];
         return this.#servers.size === 1 ? found : found.map((warning) => `server "${server.name}": ${warning}`);
       });
       for (const warning of warnings) this.#log({ level: 'warn', kind: 'configuration', message: warning });
     }
-    if (options.checkEntities) await this.#refuseTenantEntitiesWithoutTables();
+    if (options.checkEntities || home.citusMode) await this.#checkTenantMigrations(options.checkEntities);
     const smallestPool = Math.min(...[...this.#servers.values()].map((server) => server.poolMax));
     this.#fleet = new FleetMigrator({
       home,
@@ -1360,6 +1462,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       poolSize: smallestPool,
       owner: this,
       nonTransactionalMigrations: this.#tenantMigrations.some(declaresNonTransactional),
+      nodesOf: home.citusMode ? (schemaNames) => nodesOfSchemas(home.sharedDataSource, schemaNames) : undefined,
     });
     this.#lifecycle = new TenantLifecycle({
       home,
@@ -1618,15 +1721,33 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   }
 
   /** `checkEntities`: every tenant entity has a table at the head of the tenant migrations. */
-  async #refuseTenantEntitiesWithoutTables(): Promise<void> {
+  /**
+   * Runs every tenant migration in a throwaway schema (rolled back): with
+   * `checkEntities`, refuses tenant entities left without a table; in Citus
+   * mode (where the run happens in a distributed schema, as a signup's
+   * would), refuses what Citus does not accept there (a foreign key to a
+   * table that is not a reference table, to another schema, table
+   * inheritance...) before a signup meets it.
+   */
+  async #checkTenantMigrations(checkEntities: boolean): Promise<void> {
     const throwaway = `${LIBRARY_SCHEMA_PREFIX}check_${randomBytes(6).toString('hex')}`;
+    const citus = this.#home!.citusMode;
     const dataSource = await this.#home!.buildDataSource(throwaway);
     let missing: MissingTenantTable[];
     try {
-      missing = await missingTenantTables(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway));
+      missing = await missingTenantTables(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway), citus);
+    } catch (error) {
+      if (!citus) throw error;
+      throw new TenancyConfigurationError(
+        `In Citus mode every tenant schema is a distributed schema, and the tenant migrations failed in one (a throwaway schema, rolled back): ${messageWithCauses(error)}. ` +
+          'Citus accepts in a distributed schema foreign keys to its own tables and to reference tables (the shared entities\' tables) only, and no table inheritance; ' +
+          "fix the migration, or set citus: false. No tenant could be created as things are.",
+        { cause: error },
+      );
     } finally {
       await dataSource.destroy();
     }
+    if (!checkEntities) return;
     if (missing.length === 0) return;
     throw new TenancyConfigurationError(
       `Tenant entit${missing.length === 1 ? 'y' : 'ies'} ${missing.map((m) => `${m.entity} (table "${m.table}")`).join(', ')} ` +
@@ -1729,6 +1850,7 @@ function resolveOptions(options: TenantDataSourceManagerOptions): ResolvedOption
     dropBatchSize: positiveInteger(options.dropBatchSize ?? DEFAULT_DROP_BATCH_SIZE, 'dropBatchSize'),
     seed: options.seed,
     isolation: isolationOf(options.isolation),
+    citus: citusOptionOf(options.citus),
     checkEntities: options.checkEntities === true,
     pendingMigrations: pendingMigrationsOf(options.pendingMigrations),
     migrationGuard: validateMigrationGuard(options.migrationGuard),

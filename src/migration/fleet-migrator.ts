@@ -59,6 +59,8 @@ export interface SchemaAccess {
   readonly poolSize: number;
   /** Whether some tenant migration declares `transaction = false`. */
   readonly nonTransactionalMigrations: boolean;
+  /** In Citus mode: the node holding each of these schemas (runs are then grouped by node rather than by server). */
+  readonly nodesOf?: (schemaNames: readonly string[]) => Promise<ReadonlyMap<string, string>>;
   /** Where the library's own messages go (the `logger` option, or process warnings). */
   readonly log: LibraryLog;
   /** Keeps each tenant's migrations (and reverts) inside its schema. */
@@ -108,7 +110,7 @@ export class FleetMigrator {
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
       (slug) => this.#observed('migrate', slug, byslug.get(slug)!.schemaName, () => this.#migrateOne(byslug.get(slug)!)),
-      this.#runOptions(options, byslug),
+      await this.#runOptions(options, byslug),
     );
   }
 
@@ -124,7 +126,7 @@ export class FleetMigrator {
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
       (slug) => this.#observed('revert', slug, byslug.get(slug)!.schemaName, () => this.#revertOne(byslug.get(slug)!)),
-      this.#runOptions(options, byslug),
+      await this.#runOptions(options, byslug),
     );
   }
 
@@ -196,7 +198,7 @@ export class FleetMigrator {
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
       (slug) => this.#inTenantSchema(byslug.get(slug)!, 'up-to-date', async () => ({ applied: [] })),
-      this.#runOptions(options, byslug, false),
+      await this.#runOptions(options, byslug, false),
     );
   }
 
@@ -372,14 +374,14 @@ export class FleetMigrator {
 
   /**
    * The run's options: `concurrency` tenants at once on each server (the
-   * tenants' servers group the run). `migrating`: tenants may run
+   * tenants' servers group the run; in Citus mode, their nodes). `migrating`: tenants may run
    * `transaction = false` migrations (two connections each), not so for reconcile.
    */
-  #runOptions(
+  async #runOptions(
     options: FleetRunOptions,
     tenants: ReadonlyMap<string, Placed>,
     migrating = true,
-  ): FleetRunOptions & { readonly concurrency: number; readonly groupOf: (slug: string) => string } {
+  ): Promise<FleetRunOptions & { readonly concurrency: number; readonly groupOf: (slug: string) => string }> {
     const access = this.#access;
     const concurrency = options.concurrency ?? access.defaultConcurrency;
     if (migrating && access.nonTransactionalMigrations && Number.isInteger(concurrency) && concurrency * 2 > access.poolSize) {
@@ -389,7 +391,12 @@ export class FleetMigrator {
           (access.poolSize >= 2 ? `Use a concurrency of at most ${Math.floor(access.poolSize / 2)}, or a poolSize of at least ${concurrency * 2}.` : `Use a poolSize of at least ${concurrency * 2}.`),
       );
     }
-    return { ...options, concurrency, groupOf: (slug) => tenants.get(slug)!.server };
+    const nodes = access.nodesOf === undefined ? undefined : await access.nodesOf([...tenants.values()].map((t) => t.schemaName));
+    const groupOf = (slug: string): string => {
+      const tenant = tenants.get(slug)!;
+      return nodes?.get(tenant.schemaName) ?? tenant.server;
+    };
+    return { ...options, concurrency, groupOf };
   }
 }
 

@@ -1,6 +1,7 @@
 import type { DataSource, QueryRunner } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { MigrationGenerationError } from '../errors';
+import { createTenantSchema, distributeTenantSchema } from '../citus/distributed-schema';
 import { quoteIdent } from '../naming/quote-ident';
 import { TENANT_SCHEMA_PARAMETER, type MigrationStatement } from './migration-source';
 import { applyPendingMigrations } from './schema-migrator';
@@ -25,8 +26,8 @@ export interface SchemaChanges {
  * transaction, and see nothing). Shared entities, present on the DataSource
  * for relations, are not synchronized.
  */
-export async function tenantSchemaChanges(dataSource: DataSource, throwawaySchema: string, searchPath: readonly string[]): Promise<SchemaChanges> {
-  return atMigrationHead(dataSource, throwawaySchema, searchPath, async (runner) => {
+export async function tenantSchemaChanges(dataSource: DataSource, throwawaySchema: string, searchPath: readonly string[], citus = false): Promise<SchemaChanges> {
+  return atMigrationHead(dataSource, throwawaySchema, searchPath, citus, async (runner) => {
     // Only the tenant side is diffed: shared entities and the junction and
     // closure tables they own live in the shared schema.
     for (const metadata of dataSource.entityMetadatas) {
@@ -51,8 +52,13 @@ export interface MissingTenantTable {
  * schema at the head of the tenant migrations, built as for
  * `tenantSchemaChanges` and rolled back.
  */
-export async function missingTenantTables(dataSource: DataSource, throwawaySchema: string, searchPath: readonly string[]): Promise<MissingTenantTable[]> {
-  return atMigrationHead(dataSource, throwawaySchema, searchPath, async (runner) => {
+export async function missingTenantTables(
+  dataSource: DataSource,
+  throwawaySchema: string,
+  searchPath: readonly string[],
+  citus = false,
+): Promise<MissingTenantTable[]> {
+  return atMigrationHead(dataSource, throwawaySchema, searchPath, citus, async (runner) => {
     const rows = (await runner.query(
       `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`,
       [throwawaySchema],
@@ -67,20 +73,23 @@ export async function missingTenantTables(dataSource: DataSource, throwawaySchem
 
 /**
  * Runs `work` on a runner whose open transaction holds `throwawaySchema`
- * brought to the head of the DataSource's migrations; rolls it all back.
+ * brought to the head of the DataSource's migrations (a distributed schema
+ * in Citus mode, as a tenant's would be); rolls it all back.
  */
 async function atMigrationHead<T>(
   dataSource: DataSource,
   throwawaySchema: string,
   searchPath: readonly string[],
+  citus: boolean,
   work: (runner: QueryRunner) => Promise<T>,
 ): Promise<T> {
   const runner = dataSource.createQueryRunner();
   try {
     await runner.startTransaction();
     try {
-      await runner.query(`CREATE SCHEMA ${quoteIdent(throwawaySchema)}`);
+      await createTenantSchema(runner, throwawaySchema, citus);
       await applyPendingMigrations(dataSource, runner, searchPath, { freshSchema: true });
+      await distributeTenantSchema(runner, throwawaySchema, citus);
       return await work(runner);
     } finally {
       if (runner.isTransactionActive) await runner.rollbackTransaction();

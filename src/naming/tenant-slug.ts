@@ -12,11 +12,13 @@ const SLUG_PATTERN = /^[a-z][a-z0-9_-]{0,62}$/;
  */
 export const LIBRARY_SCHEMA_PREFIX = 'typeorm_tenants_';
 
+/** The schemas the Citus extension makes in every database it is installed in. */
+const CITUS_SCHEMAS: ReadonlySet<string> = new Set(['citus', 'citus_internal', 'columnar', 'columnar_internal']);
+
 /** Names a tenant schema may never take, besides those the rule excludes by itself. */
 export interface ReservedNames {
   /** The shared schema of the manager (default `public`). */
   readonly sharedSchema: string;
-  /** The PostgreSQL role the pool connects as (`"$user"` in the default search_path). */
   /** The roles the pools connect as (one per server), which "$user" in a search_path resolves to. */
   readonly connectingRoles?: readonly string[];
   /** Other schemas the library names in search paths (the `querySearchPath` extras). */
@@ -62,6 +64,7 @@ function reservedReason(schemaName: string, reserved: ReservedNames): string | u
   if (lower === 'public') return 'the default PostgreSQL schema';
   if (lower === 'information_schema') return 'a PostgreSQL system schema';
   if (lower.startsWith('pg_')) return 'names starting with "pg_" belong to PostgreSQL';
+  if (CITUS_SCHEMAS.has(lower)) return 'a schema of the Citus extension';
   if (lower === reserved.sharedSchema.toLowerCase()) return 'the shared schema';
   if (lower.startsWith(LIBRARY_SCHEMA_PREFIX)) return `names starting with "${LIBRARY_SCHEMA_PREFIX}" belong to typeorm-tenants`;
   if (reserved.connectingRoles?.some((role) => role.toLowerCase() === lower)) {

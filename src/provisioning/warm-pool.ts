@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createTenantSchema, distributeTenantSchema } from '../citus/distributed-schema';
 import { applyPendingMigrations } from '../migration/schema-migrator';
 import type { MigrationGuardMode } from '../migration/migration-guard';
 import { LIBRARY_SCHEMA_PREFIX } from '../naming/tenant-slug';
@@ -163,11 +164,12 @@ export class WarmPool {
       return await access.server.inLockedTransaction(dataSource, `warm-pool:${this.#table}`, async (runner) => {
         const { total } = await this.count(runner);
         if (total >= this.#size) return false;
-        await runner.query(`CREATE SCHEMA ${quoteIdent(schemaName)}`);
+        await createTenantSchema(runner, schemaName, access.server.citusMode);
         const applied = await applyPendingMigrations(dataSource, runner, access.searchPaths.tenantMigration(schemaName), {
           freshSchema: true,
           guard: access.migrationGuard,
         });
+        await distributeTenantSchema(runner, schemaName, access.server.citusMode);
         await runner.query(`INSERT INTO ${this.#table} (schema_name, applied) VALUES ($1, $2)`, [schemaName, applied]);
         return true;
       });

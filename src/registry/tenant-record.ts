@@ -21,5 +21,12 @@ export interface TenantRecord {
   readonly status: TenantStatus;
   /** The name of the server its schema lives on (`'default'` for a manager given `dataSource`). */
   readonly server: string;
+  /**
+   * In Citus mode, from `getTenant()` and `listTenants()`: the node
+   * (`'host:port'`) holding the tenant's schema, read from Citus's metadata
+   * (absent while the schema has no table). Not set outside Citus mode, nor
+   * on records other methods return.
+   */
+  readonly node?: string;
   readonly createdAt: Date;
 }

@@ -1,6 +1,7 @@
 import { Client } from 'pg';
 import { describeConnectionTarget, namingConnectionTarget } from '../data-source/connection-target';
 import { quoteIdent, quoteLiteral } from '../naming/quote-ident';
+import { citusClusterOf, dropOnWorkers, prepareCitusDatabase, type CitusCluster } from './citus-scratch';
 import { cleanUpAtProcessEnd } from './exit-cleanup';
 import { scratchDatabaseMark, scratchDatabaseName } from './scratch-names';
 import { sweepStaleScratchDatabases } from './stale-leftovers';
@@ -11,7 +12,11 @@ import type { TestDatabase } from './test-database';
  * with this host and pid in its comment and dropped at `stop()`, and on
  * SIGINT/SIGTERM. Nothing asynchronous runs at 'exit' or after SIGKILL: the
  * next start's sweep drops a marked database whose process no longer runs.
- * Needs a role that may create databases.
+ * Needs a role that may create databases. On a Citus coordinator (the
+ * database of `serverUrl` has the extension) the new database is made a
+ * database of the cluster: created on every worker, with the extension on
+ * every node and the nodes registered, and dropped on every node at
+ * `stop()`.
  *
  * @throws DatabaseUnreachableError when the server cannot be reached (naming it, never the password).
  */
@@ -20,6 +25,7 @@ export async function createScratchDatabase(serverUrl: string): Promise<TestData
   const server = new URL(serverUrl);
   const name = scratchDatabaseName();
   let version: string;
+  let cluster: CitusCluster | undefined;
   const admin = new Client({ connectionString: serverUrl, application_name: 'typeorm-tenants-testing' });
   try {
     await admin.connect();
@@ -38,21 +44,31 @@ export async function createScratchDatabase(serverUrl: string): Promise<TestData
       throw error;
     }
     version = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]!.server_version;
+    cluster = await citusClusterOf(admin, serverUrl);
   } finally {
     await admin.end();
+  }
+  if (cluster !== undefined) {
+    try {
+      await prepareCitusDatabase(serverUrl, cluster, name);
+    } catch (error) {
+      await dropDatabase(serverUrl, name, cluster);
+      throw error;
+    }
   }
   const url = new URL(serverUrl);
   url.pathname = `/${name}`;
   let stopping: Promise<void> | undefined;
   const unregister = cleanUpAtProcessEnd({ what: `the scratch database ${name}`, run: () => stop(), atExit: () => undefined });
   const stop = (): Promise<void> => {
-    stopping ??= dropDatabase(serverUrl, name).finally(unregister);
+    stopping ??= dropDatabase(serverUrl, name, cluster).finally(unregister);
     return stopping;
   };
-  return Object.freeze({ url: url.toString(), embedded: false, description: `PostgreSQL ${version} at ${url.host}, database ${name}`, stop });
+  const on = cluster === undefined ? '' : ` (a Citus cluster: the coordinator and ${cluster.workers.length} worker${cluster.workers.length === 1 ? '' : 's'})`;
+  return Object.freeze({ url: url.toString(), embedded: false, description: `PostgreSQL ${version} at ${url.host}${on}, database ${name}`, stop });
 }
 
-async function dropDatabase(serverUrl: string, name: string): Promise<void> {
+async function dropDatabase(serverUrl: string, name: string, cluster: CitusCluster | undefined): Promise<void> {
   const client = new Client({ connectionString: serverUrl, application_name: 'typeorm-tenants-testing' });
   await client.connect();
   try {
@@ -66,4 +82,5 @@ async function dropDatabase(serverUrl: string, name: string): Promise<void> {
   } finally {
     await client.end();
   }
+  if (cluster !== undefined) await dropOnWorkers(serverUrl, cluster, name);
 }

@@ -219,6 +219,42 @@ describe('review 2: the tenant lock against other lock takers', () => {
   });
 });
 
+describe('review 2: a lock taker that waits keeps no transaction open between tries', () => {
+  it('suspendTenant() waiting for the tenant lock spends the wait outside a transaction (an index build that looked while a try ran need not wait for it)', async function () {
+    this.timeout(60_000);
+    const [slug] = await baseTenants(1, 'rv2-gap');
+    const manager = await open([], { lockTimeoutMs: 0 });
+    const { Client: PgClient } = await import('pg');
+    const holder = new PgClient({ connectionString: databaseUrl() });
+    await holder.connect();
+    try {
+      await holder.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [`typeorm-tenants:schema:${schemaOf(slug!)}`]);
+      const suspend = manager.suspendTenant(slug!);
+      // Every other backend of this database (the manager's pool: the poller among them), sampled while suspendTenant waits.
+      await sleep(100);
+      const samples: string[] = [];
+      for (let i = 0; i < 60; i += 1) {
+        await sleep(20);
+        const rows = await adminQuery<{ state: string }>(
+          `SELECT state FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'
+              AND pid <> $1 AND application_name <> 'typeorm-tenants-test-admin'`,
+          [(holder as unknown as { processID: number }).processID],
+        );
+        samples.push(rows.some((row) => row.state === 'idle in transaction') ? 'idle in transaction' : 'none in transaction');
+      }
+      const stillWaiting = await Promise.race([suspend.then(() => false), sleep(10).then(() => true)]);
+      await holder.query('SELECT pg_advisory_unlock_all()');
+      expect((await suspend).status).to.equal('suspended');
+      expect(stillWaiting, 'suspendTenant waited for the lock all along').to.equal(true);
+      const inTransaction = samples.filter((state) => state === 'idle in transaction').length;
+      // Before the fix every sample found one: the poller's one transaction for the whole wait.
+      expect(inTransaction, `samples: ${samples.join(', ')}`).to.be.lessThan(samples.length / 2);
+    } finally {
+      await holder.end();
+    }
+  });
+});
+
 describe('review 2: the concurrency refusal', () => {
   it('a pool sized with dataSource.extra.max (pg\'s own option, which the shared pool honours) is taken into account', async function () {
     this.timeout(120_000);
@@ -246,11 +282,11 @@ describe('review 2: the concurrency refusal', () => {
 });
 
 describe('review 2: lexer cost on large migrations', () => {
-  it('transactionControlIn on a 4 MB seed INSERT (run for every tenant migration statement) takes under 1 s', () => {
+  it('transactionControlIn on a 4 MB seed INSERT (run for every tenant migration statement) takes well under 10 s (a quadratic lexer would take minutes)', () => {
     const values = Array.from({ length: 100_000 }, (_, i) => `(${i}, 'name ${i} with ''quote''', E'esc\\\\${i}', "x")`).join(', ');
     const sql = `INSERT INTO seed (id, name, esc, q) VALUES ${values}`;
     const started = Date.now();
     expect(transactionControlIn(sql)).to.equal(undefined);
-    expect(Date.now() - started).to.be.lessThan(1_000);
+    expect(Date.now() - started).to.be.lessThan(10_000);
   });
 });

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { InvalidTenantStateError, TenantNotFoundError } from '../../errors';
+import type { CitusTransfer } from '../../citus/schema-move';
 import type { TenantDataSourceManager } from '../../manager/tenant-data-source-manager';
 import type { TenantRecord } from '../../registry/tenant-record';
 import { CliError } from '../cli-error';
@@ -98,15 +99,42 @@ export function registerTenantCommands(program: Command, session: () => CliSessi
 
   program
     .command('move')
-    .description("move a tenant to another server: its schema copied (every row checked) while its writes are held, then the registry switched and the old schema dropped")
+    .description(
+      'move a tenant to another server (its schema copied, every row checked, while its writes are held; then the registry switched and the old schema dropped), ' +
+        "or in Citus mode to another node of the cluster (Citus's citus_schema_move)",
+    )
     .argument('<slug>', 'the tenant slug')
-    .requiredOption('-s, --server <name>', 'the server to move it to')
-    .option('--keep-source', 'keep the old schema on the former server, under a reserved name, instead of dropping it')
-    .action(async (slug: string, options: { server: string; keepSource?: boolean }) => {
+    .option('-s, --server <name>', 'the server to move it to')
+    .option('--node <host:port>', 'in Citus mode: the node to move it to')
+    .option('--transfer <mode>', "with --node: 'online' (default: writes go on; every table needs a primary key) or 'block-writes'")
+    .option('--keep-source', 'with --server: keep the old schema on the former server, under a reserved name, instead of dropping it')
+    .action(async (slug: string, options: { server?: string; node?: string; transfer?: string; keepSource?: boolean }) => {
       const cli = session();
+      if ((options.server === undefined) === (options.node === undefined)) {
+        throw new CliError('move needs one of --server <name> (several servers) or --node <host:port> (a Citus cluster).');
+      }
+      if (options.node !== undefined) {
+        if (options.keepSource === true) throw new CliError('--keep-source is for --server moves; Citus drops the old placement itself.');
+        const node = options.node;
+        const moved = await cli.withManager((m) =>
+          m.moveTenant(slug, {
+            node,
+            ...(options.transfer === undefined ? {} : { transfer: options.transfer as CitusTransfer }),
+            onProgress: (p) => {
+              if (p.step === 'moving') cli.output.note(`move ${slug}: from node ${p.from} to ${p.to} (Citus copies the schema)`);
+            },
+          }),
+        );
+        cli.output.result(moved, (r) =>
+          r.moved ? `Moved tenant "${r.slug}" from node ${r.from} to ${r.to} (${r.transfer}) in ${Math.round(r.ms)} ms.\n` : `Tenant "${r.slug}" is on node ${r.to} already; nothing to move.\n`,
+        );
+        return;
+      }
+      if (options.transfer !== undefined) throw new CliError('--transfer is for --node moves (Citus).');
+      const server = options.server!;
       const result = await cli.withManager((m) =>
         m.moveTenant(slug, {
-          server: options.server,
+          server,
           ...(options.keepSource === true ? { keepSource: true } : {}),
           onProgress: (p) => {
             if (p.step === 'copying') cli.output.note(`move ${slug}: table ${p.table} copied (${p.tablesDone}/${p.tables}, ${p.rowsCopied} rows so far)`);
@@ -118,6 +146,25 @@ export function registerTenantCommands(program: Command, session: () => CliSessi
           ? `Moved tenant "${r.slug}" from server "${r.from}" to "${r.to}": ${r.tables} tables, ${r.rows} rows in ${r.ms} ms; writes held ${r.freezeMs} ms.` +
             `${r.keptSchema === undefined ? '' : ` The old schema is kept on "${r.from}" as "${r.keptSchema}".`}\n`
           : `Tenant "${r.slug}" is on server "${r.to}" already; nothing to move.\n`,
+      );
+    });
+
+  program
+    .command('rebalance')
+    .description("in Citus mode: run Citus's rebalancer, which moves tenant schemas between nodes until they are spread evenly, and wait for it")
+    .option('--transfer <mode>', "'online' (default) or 'block-writes'")
+    .action(async (options: { transfer?: string }) => {
+      const cli = session();
+      const result = await cli.withManager((m) =>
+        m.rebalanceTenants({
+          ...(options.transfer === undefined ? {} : { transfer: options.transfer as CitusTransfer }),
+          onProgress: (p) => cli.output.note(`rebalance job ${p.job}: ${p.state} (${Object.entries(p.tasks).map(([state, n]) => `${n} ${state}`).join(', ') || 'no tasks yet'})`),
+        }),
+      );
+      cli.output.result(result, (r) =>
+        r.job === undefined
+          ? 'Citus found nothing to move: the tenants are spread evenly.\n'
+          : `Rebalanced (Citus job ${r.job}) in ${Math.round(r.ms)} ms: ${r.moved.length === 0 ? 'no tenant changed node' : r.moved.map((move) => `${move.slug} ${move.from} -> ${move.to}`).join(', ')}.\n`,
       );
     });
 
