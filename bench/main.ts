@@ -7,7 +7,8 @@ import { join } from 'node:path';
  * benchmark (under `--expose-gc`: it measures heap above a forced GC), the
  * export/import benchmark, the
  * migration-guard benchmark, the HTTP benchmark, the cache-scale
- * benchmark and the testing-kit benchmark (`--quick` only), each in its own
+ * benchmark, the testing-kit benchmark (`--quick` only) and the Citus
+ * benchmark (only with `CITUS_URL`: single server and cluster side by side), each in its own
  * process so none disturbs another's heap; the cache benchmark runs under
  * `--expose-gc` (it measures heap after a forced GC). Last, the chart is
  * drawn from the results.
@@ -24,6 +25,7 @@ function main(): void {
     [join('http', 'run.js'), [], quickOnly],
     [join('cache', 'run.js'), ['--expose-gc'], quickOnly],
     [join('testing', 'run.js'), [], quickOnly],
+    [join('citus', 'run.js'), [], quickOnly],
     ['chart.js', [], quickOnly],
   ];
   for (const [script, nodeFlags, scriptArgs] of parts) {

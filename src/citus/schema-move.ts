@@ -85,36 +85,46 @@ export async function moveTenantToNode(access: CitusMoveAccess, slug: string, op
   if (!nodes.includes(to)) {
     throw new InvalidArgumentError(`Node "${to}" is not a node of the cluster that holds tenants; the nodes are: ${nodes.join(', ') || 'none'}.`);
   }
+  if (server.poolMax < 2) {
+    throw new InvalidArgumentError(
+      `moveTenant() needs 2 connections of the pool (one holds the tenant's lock while citus_schema_move runs on the other), and the pool has ${server.poolMax}. ` +
+        'Use a poolSize of at least 2.',
+    );
+  }
+  // Checked before, so that a refusal costs no lock; checked again under the lock, which a lifecycle change may have held.
+  const found = await placedTenant(access, slug);
+  if (found.from === to) return { slug, from: found.from, to, moved: false, transfer, ms: performance.now() - started };
+  if (transfer === 'online') await refuseTablesWithoutIdentity(shared, slug, found.schemaName);
+
+  return holdingTenantLock(server, found.schemaName, async () => {
+    const { schemaName, from } = await placedTenant(access, slug);
+    if (from === to) return { slug, from, to, moved: false, transfer, ms: performance.now() - started };
+    if (transfer === 'online') await refuseTablesWithoutIdentity(shared, slug, schemaName);
+    options.onProgress?.({ step: 'moving', from, to });
+    try {
+      // Outside a transaction: an online move replicates while the tenant writes.
+      await shared.query(`SELECT citus_schema_move($1::regnamespace, $2, $3, $4::citus.shard_transfer_mode)`, [quoteIdent(schemaName), target.host, target.port, mode]);
+    } catch (error) {
+      const now = (await nodesOfSchemas(shared, [schemaName]).catch(() => new Map<string, string>())).get(schemaName);
+      throw new TenantMoveError(slug, to, now === to, error, 'node');
+    }
+    options.onProgress?.({ step: 'moved', from, to });
+    return { slug, from, to, moved: true, transfer, ms: performance.now() - started };
+  });
+}
+
+/** The tenant's schema and node, for a move: only an active or suspended tenant placed by Citus moves. */
+async function placedTenant(access: CitusMoveAccess, slug: string): Promise<{ schemaName: string; from: string }> {
   const tenant = await access.findTenant(slug);
   if (tenant === undefined) throw new TenantNotFoundError(slug);
   if (tenant.status !== 'active' && tenant.status !== 'suspended') {
     throw new InvalidTenantStateError(slug, tenant.status, 'moveTenant()', 'Only an active or suspended tenant can be moved; restore an archived one first.');
   }
-  const schemaName = tenant.schemaName;
-  const from = (await nodesOfSchemas(shared, [schemaName])).get(schemaName);
+  const from = (await nodesOfSchemas(access.server.sharedDataSource, [tenant.schemaName])).get(tenant.schemaName);
   if (from === undefined) {
-    throw new InvalidTenantStateError(slug, tenant.status, 'moveTenant()', `Its schema "${schemaName}" is not placed on a node by Citus (not a distributed schema, or without tables).`);
+    throw new InvalidTenantStateError(slug, tenant.status, 'moveTenant()', `Its schema "${tenant.schemaName}" is not placed on a node by Citus (not a distributed schema, or without tables).`);
   }
-  if (from === to) return { slug, from, to, moved: false, transfer, ms: performance.now() - started };
-  if (transfer === 'online') await refuseTablesWithoutIdentity(shared, slug, schemaName);
-
-  options.onProgress?.({ step: 'moving', from, to });
-  await holdingTenantLock(server, schemaName, async () => {
-    try {
-      // Outside a transaction: an online move replicates while the tenant writes.
-      await shared.query(`SELECT citus_schema_move($1::regnamespace, $2, $3, $4::citus.shard_transfer_mode)`, [
-        quoteIdent(schemaName),
-        target.host,
-        target.port,
-        mode,
-      ]);
-    } catch (error) {
-      const now = (await nodesOfSchemas(shared, [schemaName]).catch(() => new Map<string, string>())).get(schemaName);
-      throw new TenantMoveError(slug, to, now === to, error, 'node');
-    }
-  });
-  options.onProgress?.({ step: 'moved', from, to });
-  return { slug, from, to, moved: true, transfer, ms: performance.now() - started };
+  return { schemaName: tenant.schemaName, from };
 }
 
 /** Options of `rebalanceTenants()`. */
@@ -164,12 +174,23 @@ export async function rebalanceTenants(
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidArgumentError('Option "onProgress" must be a function.');
   const shared = server.sharedDataSource;
   const before = await listTenants();
-  const [{ job }] = (await shared.query(`SELECT citus_rebalance_start(shard_transfer_mode := $1::citus.shard_transfer_mode)::text AS job`, [mode])) as Array<{
-    job: string | null;
-  }>;
-  if (job === null) return { job: undefined, moved: [], ms: performance.now() - started };
+  // A rebalance already running (another process's): this call waits for it rather than starting one.
+  let job = await runningRebalance(shared);
+  if (job === undefined) {
+    try {
+      const [row] = (await shared.query(`SELECT citus_rebalance_start(shard_transfer_mode := $1::citus.shard_transfer_mode)::text AS job`, [mode])) as Array<{
+        job: string | null;
+      }>;
+      job = row?.job ?? undefined;
+    } catch (error) {
+      // One started between the look and the start: Citus refuses a second; wait for that one.
+      job = await runningRebalance(shared);
+      if (job === undefined) throw error;
+    }
+  }
+  if (job === undefined) return { job: undefined, moved: [], ms: performance.now() - started };
   for (;;) {
-    const [status] = (await shared.query(`SELECT state::text AS state, details FROM citus_rebalance_status() WHERE job_id = $1`, [job])) as Array<{
+    const [status] = (await shared.query(`SELECT state::text AS state, details FROM citus_rebalance_status() WHERE job_id = $1::bigint`, [job])) as Array<{
       state: string;
       details: { task_state_counts?: Record<string, number>; tasks?: Array<{ message?: string }> } | null;
     }>;
@@ -187,6 +208,15 @@ export async function rebalanceTenants(
     .filter((tenant) => tenant.node !== undefined && after.get(tenant.slug) !== undefined && after.get(tenant.slug) !== tenant.node)
     .map((tenant) => Object.freeze({ slug: tenant.slug, from: tenant.node!, to: after.get(tenant.slug)! }));
   return { job, moved, ms: performance.now() - started };
+}
+
+/** The id of the rebalance job that is scheduled or running in the cluster, if any. */
+async function runningRebalance(sql: SqlRunner): Promise<string | undefined> {
+  const rows: Array<{ job: string }> = await sql.query(
+    `SELECT job_id::text AS job FROM pg_dist_background_job
+      WHERE job_type = 'rebalance' AND state IN ('scheduled', 'running', 'cancelling', 'failing') ORDER BY job_id DESC LIMIT 1`,
+  );
+  return rows[0]?.job;
 }
 
 /** Refuses an online move of a schema with tables that logical replication cannot carry updates and deletes of. */
@@ -211,7 +241,7 @@ async function refuseTablesWithoutIdentity(sql: SqlRunner, slug: string, schemaN
  * Runs `work` while a transaction on another connection holds the tenant's
  * advisory lock (the one its lifecycle, migrations and drop take).
  */
-async function holdingTenantLock(server: TenantServer, schemaName: string, work: () => Promise<void>): Promise<void> {
+async function holdingTenantLock<T>(server: TenantServer, schemaName: string, work: () => Promise<T>): Promise<T> {
   let release!: () => void;
   const released = new Promise<void>((resolve) => (release = resolve));
   let locked!: () => void;
@@ -223,7 +253,7 @@ async function holdingTenantLock(server: TenantServer, schemaName: string, work:
   // A failure to take the lock ends the holder before `locked`: report it instead of waiting.
   await Promise.race([isLocked, holder]);
   try {
-    await work();
+    return await work();
   } finally {
     release();
     await holder;

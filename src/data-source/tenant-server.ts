@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import { DataSource, type QueryRunner } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { readCitusFacts, type CitusFacts } from '../citus/citus-mode';
-import { shardNameRenamer } from '../citus/shard-names';
+import { shardNameRenamer, type ShardNameRenamer } from '../citus/shard-names';
 import type { SqlRunner } from '../registry/tenant-registry';
 import { startLockedTransaction } from './advisory-lock';
 import { describeConnectionTarget, poolConfigOf } from './connection-target';
@@ -53,7 +53,7 @@ export class TenantServer {
   #role: string | undefined;
   #citus: CitusFacts | undefined;
   #citusMode = false;
-  #renameShards: ((error: unknown) => Promise<void>) | undefined;
+  #renameShards: ShardNameRenamer | undefined;
   #sharedTables: ReadonlySet<string> = new Set();
 
   private constructor(name: string, connection: TenantConnectionOptions, model: TenantServerModel) {
@@ -137,7 +137,9 @@ export class TenantServer {
   enterCitusMode(): void {
     if (this.#citus?.version === undefined) throw new Error(`Server "${this.name}" has no citus extension.`);
     this.#citusMode = true;
-    this.#renameShards = shardNameRenamer(this.pool);
+    const rename = shardNameRenamer(poolConfigOf(this.pool));
+    this.#renameShards = rename;
+    renameShardsOf(this.sharedDataSource, rename);
   }
 
   /** The DataSource of this server's shared schema. */
@@ -230,6 +232,7 @@ export class TenantServer {
     this.#shared = undefined;
     try {
       if (shared?.isInitialized) await shared.destroy();
+      await this.#renameShards?.close();
     } finally {
       if (!(this.pool as unknown as { ending?: boolean }).ending) await closeSharedPool(this.pool);
     }
@@ -263,4 +266,24 @@ async function committed<T>(
   } finally {
     await runner.release();
   }
+}
+
+/**
+ * Has every query runner of the shared DataSource rename the shards its
+ * errors name (its tables are reference tables in Citus mode, whose errors
+ * name the shard as a tenant table's do).
+ */
+function renameShardsOf(dataSource: DataSource, rename: (error: unknown) => Promise<void>): void {
+  const driver = dataSource.driver as PostgresDriver;
+  const create = driver.createQueryRunner.bind(driver);
+  driver.createQueryRunner = (mode) => {
+    const runner = create(mode);
+    const query = runner.query.bind(runner) as (...args: unknown[]) => Promise<unknown>;
+    (runner as { query: unknown }).query = (...args: unknown[]) =>
+      query(...args).catch(async (error: unknown) => {
+        await rename(error);
+        throw error;
+      });
+    return runner;
+  };
 }

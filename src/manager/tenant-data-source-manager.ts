@@ -76,6 +76,7 @@ import { missingTenantTables, sharedSchemaChanges, tenantSchemaChanges, type Mis
 import { migrationFile, type MigrationFile, type MigrationSourceOptions, type MigrationStatement } from '../migration/migration-source';
 import { validatePlainIdentifier } from '../naming/plain-identifier';
 import { quoteIdent, quoteIdentList } from '../naming/quote-ident';
+import { ensureSchema } from '../naming/schema-exists';
 import { searchPathsOf, type SearchPaths } from '../naming/search-paths';
 import { LIBRARY_SCHEMA_PREFIX, validateTenantSlug, type ReservedNames } from '../naming/tenant-slug';
 import { checkDefaultSearchPath, installExtensions, requiredExtensions } from '../provisioning/extensions';
@@ -1419,7 +1420,7 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       const warnings = await server.inLockedTransaction(serverShared, 'initialize', async (runner) => {
         // The library's own schemas (shared, extensions, guard) stay on the coordinator, whatever the cluster's default.
         if (server.citusMode) await withoutSchemaSharding(runner);
-        await runner.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.sharedSchema)}`);
+        await ensureSchema(runner, options.sharedSchema);
         await ensureMigrationGuard(runner, options.migrationGuard);
         if (isHome) {
           await this.#registry.ensureTable(runner);
@@ -1738,6 +1739,15 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       missing = await missingTenantTables(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway), citus);
     } catch (error) {
       if (!citus) throw error;
+      if (reachesNoNode(error)) {
+        // A worker down must not keep a process from starting: the check is for the code, and the next start makes it.
+        this.#log({
+          level: 'warn',
+          kind: 'configuration',
+          message: `Citus mode: the tenant migrations could not be checked in a distributed schema, a node being unreachable (${messageWithCauses(error)}); this process starts without that check.`,
+        });
+        return;
+      }
       throw new TenancyConfigurationError(
         `In Citus mode every tenant schema is a distributed schema, and the tenant migrations failed in one (a throwaway schema, rolled back): ${messageWithCauses(error)}. ` +
           'Citus accepts in a distributed schema foreign keys to its own tables and to reference tables (the shared entities\' tables) only, and no table inheritance; ' +
@@ -2014,4 +2024,13 @@ function pendingMigrationsOf(value: unknown): 'serve' | 'warn' | 'refuse' {
 function isolationOf(value: unknown): 'schema' | 'role' {
   if (value === undefined || value === 'schema' || value === 'role') return value ?? 'schema';
   throw new TenancyConfigurationError(`Option "isolation" must be 'schema' or 'role'; got ${JSON.stringify(value)}.`);
+}
+
+/** Whether `error` (or a cause of it) says a node of the Citus cluster could not be reached (SQLSTATE class 08, or Citus's own wording). */
+function reachesNoNode(error: unknown): boolean {
+  for (let current = error, depth = 0; current !== undefined && current !== null && depth < 10; current = (current as { cause?: unknown }).cause, depth += 1) {
+    if (sqlStateOf(current)?.startsWith('08') === true) return true;
+    if (current instanceof Error && /connection to the remote node .* failed/.test(current.message)) return true;
+  }
+  return false;
 }

@@ -1,6 +1,7 @@
 import type { DataSource } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { TenancyConfigurationError } from '../errors';
+import { ensureSchema } from '../naming/schema-exists';
 import { quoteIdent } from '../naming/quote-ident';
 import type { SqlRunner } from '../registry/tenant-registry';
 
@@ -56,8 +57,10 @@ export async function installExtensions(
 ): Promise<ExtensionsOutcome> {
   const schema = quoteIdent(options.schema);
   await sql.query(`SELECT set_config('citus.enable_schema_based_sharding', 'off', true)`);
-  await sql.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-  await sql.query(`GRANT USAGE ON SCHEMA ${schema} TO PUBLIC`);
+  // Only what is missing: on Citus each such statement goes on to every worker, which must then all be up.
+  await ensureSchema(sql, options.schema);
+  const [{ granted }] = (await sql.query(`SELECT has_schema_privilege('public', $1, 'USAGE') AS granted`, [options.schema])) as Array<{ granted: boolean }>;
+  if (!granted) await sql.query(`GRANT USAGE ON SCHEMA ${schema} TO PUBLIC`);
   const own = (await sql.query(
     `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')

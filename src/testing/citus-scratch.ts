@@ -51,6 +51,19 @@ export async function prepareCitusDatabase(serverUrl: string, cluster: CitusClus
   }
 }
 
+/** Has Citus remove what failed shard moves left in database `name` of the cluster (`citus_cleanup_orphaned_resources`). */
+export async function cleanUpCitusLeftovers(serverUrl: string, name: string): Promise<void> {
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const client = new Client({ connectionString: url.toString(), application_name: 'typeorm-tenants-testing' });
+  await client.connect();
+  try {
+    await client.query('CALL citus_cleanup_orphaned_resources()');
+  } finally {
+    await client.end();
+  }
+}
+
 /** Drops `name` on every worker of `cluster` (after the coordinator's copy is gone). */
 export async function dropOnWorkers(serverUrl: string, cluster: CitusCluster, name: string): Promise<void> {
   for (const worker of cluster.workers) await onNode(serverUrl, worker, undefined, `DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);

@@ -1,7 +1,7 @@
 import { Client } from 'pg';
 import { describeConnectionTarget, namingConnectionTarget } from '../data-source/connection-target';
 import { quoteIdent, quoteLiteral } from '../naming/quote-ident';
-import { citusClusterOf, dropOnWorkers, prepareCitusDatabase, type CitusCluster } from './citus-scratch';
+import { citusClusterOf, cleanUpCitusLeftovers, dropOnWorkers, prepareCitusDatabase, type CitusCluster } from './citus-scratch';
 import { cleanUpAtProcessEnd } from './exit-cleanup';
 import { scratchDatabaseMark, scratchDatabaseName } from './scratch-names';
 import { sweepStaleScratchDatabases } from './stale-leftovers';
@@ -69,6 +69,8 @@ export async function createScratchDatabase(serverUrl: string): Promise<TestData
 }
 
 async function dropDatabase(serverUrl: string, name: string, cluster: CitusCluster | undefined): Promise<void> {
+  // What a failed tenant move left on the workers (subscriptions, slots, a role named per database) holds their copies of it.
+  if (cluster !== undefined) await cleanUpCitusLeftovers(serverUrl, name);
   const client = new Client({ connectionString: serverUrl, application_name: 'typeorm-tenants-testing' });
   await client.connect();
   try {

@@ -124,7 +124,7 @@ describeOnCitus('Citus mode (a real cluster)', function () {
   it('moveTenant(slug, { node }): online while a writer keeps writing; every acknowledged write is on the new node, once', async () => {
     await manager.createTenant('cit-move');
     const before = (await manager.getTenant('cit-move'))!.node!;
-    const nodes = (await db.query<{ node: string }>(`SELECT node_name || ':' || node_port AS node FROM citus_get_active_worker_nodes() ORDER BY 1`)).map((r) => r.node);
+    const nodes = await db.workers();
     const target = nodes.find((node) => node !== before)!;
     const acknowledged: string[] = [];
     let stop = false;
@@ -157,7 +157,7 @@ describeOnCitus('Citus mode (a real cluster)', function () {
     await keyless.initialize();
     await keyless.createTenant('cit-nokey');
     const from = (await keyless.getTenant('cit-nokey'))!.node!;
-    const nodes = (await db.query<{ node: string }>(`SELECT node_name || ':' || node_port AS node FROM citus_get_active_worker_nodes() ORDER BY 1`)).map((r) => r.node);
+    const nodes = await db.workers();
     const target = nodes.find((node) => node !== from)!;
     const refused = await keyless.moveTenant('cit-nokey', { node: target }).then(
       () => 'moved',
@@ -169,7 +169,7 @@ describeOnCitus('Citus mode (a real cluster)', function () {
   });
 
   it('rebalanceTenants(): with every tenant on one node, the rebalancer spreads them, reporting progress and who moved', async () => {
-    const nodes = (await db.query<{ node: string }>(`SELECT node_name || ':' || node_port AS node FROM citus_get_active_worker_nodes() ORDER BY 1`)).map((r) => r.node);
+    const nodes = await db.workers();
     for (const tenant of await manager.listTenants()) {
       if (tenant.node !== undefined && tenant.node !== nodes[0]) await manager.moveTenant(tenant.slug, { node: nodes[0]!, transfer: 'block-writes' });
     }
@@ -199,7 +199,7 @@ describeOnCitus('Citus mode (a real cluster)', function () {
 
   it('fleet runs group their concurrency by node: with concurrency 1, one tenant at a time on each node, the nodes side by side', async () => {
     for (const slug of ['cit-g1', 'cit-g2', 'cit-g3', 'cit-g4']) await manager.createTenant(slug);
-    const nodes = (await db.query<{ node: string }>(`SELECT node_name || ':' || node_port AS node FROM citus_get_active_worker_nodes() ORDER BY 1`)).map((r) => r.node);
+    const nodes = await db.workers();
     await manager.moveTenant('cit-g1', { node: nodes[0]!, transfer: 'block-writes' });
     await manager.moveTenant('cit-g2', { node: nodes[1]!, transfer: 'block-writes' });
     const spans: Array<{ schema: string; start: number; end: number }> = [];
@@ -256,7 +256,7 @@ describeOnCitus('Citus mode (a real cluster)', function () {
     const text = renderRecords(await manager.listTenants());
     expect(text).to.match(/^SLUG +SCHEMA +STATUS +NODE +CREATED/m);
     expect(text).to.match(new RegExp(`^cit-cli +cit_cli +active +${node.replace(/\./g, '\\.')} `, 'm'));
-    const nodes = (await db.query<{ node: string }>(`SELECT node_name || ':' || node_port AS node FROM citus_get_active_worker_nodes() ORDER BY 1`)).map((r) => r.node);
+    const nodes = await db.workers();
     const target = nodes.find((n) => n !== node)!;
     const moved = await run(['move', 'cit-cli', '--node', target, '--json']);
     expect(moved.code, moved.stderr).to.equal(0);

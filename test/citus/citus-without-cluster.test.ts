@@ -7,7 +7,6 @@
  */
 import { expect } from 'chai';
 import { Column, DataSource, Entity, JoinTable, ManyToMany, ManyToOne, PrimaryGeneratedColumn, type Relation } from 'typeorm';
-import { Pool } from 'pg';
 import { InvalidArgumentError, InvalidTenantNameError, TenancyConfigurationError, TenantDataSourceManager } from '../../src';
 import { decideCitusMode, type CitusCandidate } from '../../src/citus/citus-mode';
 import { sharedTablesInReferenceOrder } from '../../src/citus/reference-tables';
@@ -128,37 +127,45 @@ describe('Citus mode: the order shared tables become reference tables in', () =>
 });
 
 describe('Citus mode: shard names in errors', () => {
-  it("renames a suffix only where pg_dist_shard has that shard id (a table called order_2024 keeps its name), in the message, detail and driverError; without pg_dist_shard the error is left as it came", async function () {
+  it("renames name_<n> only where pg_dist_shard has shard n and name is its table's, constraint's or index's: data in the error and a table called order_2024 keep their text; without pg_dist_shard nothing is renamed", async function () {
     this.timeout(60_000);
     await withFreshDatabase({ entities: [Client, Project, Plan] }, async (db) => {
-      const pool = new Pool({ connectionString: db.url, max: 1 });
+      const rename = shardNameRenamer({ connectionString: db.url });
       try {
-        const rename = shardNameRenamer(pool);
-        const untouched = Object.assign(new Error('new row for relation "client_102016" violates check constraint "email_lower_102016"'), { detail: 'x' });
+        const untouched = new Error('new row for relation "client_102016" violates check constraint "email_lower_102016"');
         await rename(untouched);
         expect(untouched.message, 'no pg_dist_shard: nothing known, nothing renamed').to.equal('new row for relation "client_102016" violates check constraint "email_lower_102016"');
 
-        // Citus's catalog table, as this test's own: the lookup reads shard ids only.
-        await db.query('CREATE TABLE public.pg_dist_shard (shardid bigint)');
-        await db.query('INSERT INTO public.pg_dist_shard VALUES (102016), (102008)');
-        const driverError = Object.assign(new Error('insert or update on table "client_102016" violates foreign key constraint "FK_c99e_102016"'), {
-          detail: 'Key (plan_id)=(999) is not present in table "plan_102008".',
-          constraint: 'FK_c99e_102016',
+        // Citus's catalog table, as this test's own (the lookup reads shardid and logicalrelid), over real tables and constraints.
+        await db.query('CREATE TABLE public.client (id int PRIMARY KEY, email text CONSTRAINT email_lower CHECK (email = lower(email)))');
+        await db.query('CREATE TABLE public.plan (id int PRIMARY KEY, code text CONSTRAINT plan_code_key UNIQUE)');
+        await db.query('CREATE TABLE public.pg_dist_shard (shardid bigint, logicalrelid regclass)');
+        await db.query(`INSERT INTO public.pg_dist_shard VALUES (102016, 'public.client'), (102008, 'public.plan')`);
+        const driverError = Object.assign(new Error('new row for relation "client_102016" violates check constraint "email_lower_102016"'), {
+          detail: 'Failing row contains (1, A@X). Key (plan_id)=(999) is not present in table "plan_102008".',
+          constraint: 'email_lower_102016',
         });
-        const error = Object.assign(new Error(driverError.message), { driverError, detail: driverError.detail, code: '23503' });
+        const error = Object.assign(new Error(driverError.message), { driverError, detail: driverError.detail, code: '23514' });
         await rename(error);
-        expect(error.message).to.equal('insert or update on table "client" violates foreign key constraint "FK_c99e"');
-        expect(error.detail).to.equal('Key (plan_id)=(999) is not present in table "plan".');
+        expect(error.message).to.equal('new row for relation "client" violates check constraint "email_lower"');
+        expect(error.detail).to.equal('Failing row contains (1, A@X). Key (plan_id)=(999) is not present in table "plan".');
         expect(driverError.message).to.equal(error.message);
-        expect(driverError.constraint).to.equal('FK_c99e');
+        expect(driverError.constraint).to.equal('email_lower');
         expect(error.stack!.split('\n')[0]).to.equal(`Error: ${error.message}`);
-        expect(error.code, 'the SQLSTATE is kept').to.equal('23503');
+        expect(error.code, 'the SQLSTATE is kept').to.equal('23514');
 
+        // Data quoted in an error, with a real shard id as its suffix: not a name of that shard's table.
+        const data = Object.assign(new Error('duplicate key value violates unique constraint "plan_code_key_102008"'), { detail: 'Key (code)=(batch_102016) already exists.' });
+        await rename(data);
+        expect({ message: data.message, detail: data.detail }).to.deep.equal({
+          message: 'duplicate key value violates unique constraint "plan_code_key"',
+          detail: 'Key (code)=(batch_102016) already exists.',
+        });
         const own = new Error('duplicate key value violates unique constraint "order_2024_pkey" of "order_2024"');
         await rename(own);
         expect(own.message, 'not shard ids: kept').to.equal('duplicate key value violates unique constraint "order_2024_pkey" of "order_2024"');
       } finally {
-        await pool.end();
+        await rename.close();
       }
     });
   });

@@ -33,6 +33,8 @@ export interface CitusDatabase {
   query<T = Record<string, unknown>>(sql: string, parameters?: unknown[]): Promise<T[]>;
   /** SQL on the node `'host:port'` (a worker, to see where rows physically are), in this database. */
   queryNode<T = Record<string, unknown>>(node: string, sql: string, parameters?: unknown[]): Promise<T[]>;
+  /** The active worker nodes, `'host:port'`, sorted. */
+  workers(): Promise<string[]>;
   /** A manager on it over the example model (then `overrides`), destroyed with the database. */
   manager(overrides?: Partial<TenantDataSourceManagerOptions>): TenantDataSourceManager;
   /** Destroys the managers, then drops the database on every node. */
@@ -61,6 +63,8 @@ export async function startCitusDatabase(): Promise<CitusDatabase> {
         await client.end();
       }
     },
+    workers: async () =>
+      (await pool.query<{ node: string }>(`SELECT node_name || ':' || node_port AS node FROM citus_get_active_worker_nodes() ORDER BY 1`)).rows.map((row) => row.node),
     manager: (overrides = {}) => {
       const manager = new TenantDataSourceManager({
         dataSource: { type: 'postgres', url: database.url, poolSize: 6 },
@@ -78,4 +82,28 @@ export async function startCitusDatabase(): Promise<CitusDatabase> {
       await database.stop();
     },
   };
+}
+
+/** What `useCitusSuite` sets up for the tests of a describe: filled in by its `before`. */
+export interface CitusSuite {
+  readonly db: CitusDatabase;
+  /** A manager over the example model, initialized. */
+  readonly manager: TenantDataSourceManager;
+  /** The active worker nodes, `'host:port'`, sorted. */
+  readonly nodes: readonly string[];
+}
+
+/** In a describe: a scratch database of the cluster with an initialized manager (`before`), dropped on every node (`after`). */
+export function useCitusSuite(overrides: Partial<TenantDataSourceManagerOptions> = {}): CitusSuite {
+  const suite = {} as { db: CitusDatabase; manager: TenantDataSourceManager; nodes: string[] };
+  before(async () => {
+    suite.db = await startCitusDatabase();
+    suite.manager = suite.db.manager(overrides);
+    await suite.manager.initialize();
+    suite.nodes = await suite.db.workers();
+  });
+  after(async () => {
+    await suite.db?.stop();
+  });
+  return suite;
 }
