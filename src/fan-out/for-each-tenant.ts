@@ -150,12 +150,15 @@ export async function runOverScope<T>(
       return { slug, status: gone ? 'skipped' : 'failed', error: fleetErrorOf(error), ms: performance.now() - began };
     }
   };
-  // Concurrency per server (per node in Citus mode, where listTenants names each tenant's): each group's tenants run side by side with the others'.
+  // Concurrency per server, each server's tenants side by side with the others'. In Citus mode (where
+  // listTenants names each tenant's node) every node goes through the coordinator's one pool: concurrency
+  // bounds the run, the nodes' tenants taken in turn.
+  const byNode = scope.tenants.some((tenant) => tenant.node !== undefined);
   const groupOf = (slug: string): string => {
     const tenant = bySlug.get(slug)!;
-    return tenant.node ?? tenant.server;
+    return (byNode ? tenant.node : undefined) ?? tenant.server;
   };
-  const results = await runInWaves(slugs, one, { ...options, concurrency: scope.concurrency, groupOf });
+  const results = await runInWaves(slugs, one, { ...options, concurrency: scope.concurrency, groupOf, interleaveGroups: byNode });
   const notStarted = skipReason(options.signal);
   const ordered = scope.tenants.map(
     ({ slug }): TenantWorkResult<T> => scope.settled.get(slug) ?? results.get(slug) ?? { slug, status: 'skipped', ms: 0, error: { message: notStarted } },

@@ -374,14 +374,15 @@ export class FleetMigrator {
 
   /**
    * The run's options: `concurrency` tenants at once on each server (the
-   * tenants' servers group the run; in Citus mode, their nodes). `migrating`: tenants may run
+   * tenants' servers group the run); in Citus mode `concurrency` at once in
+   * all, the tenants of each node taken in turn. `migrating`: tenants may run
    * `transaction = false` migrations (two connections each), not so for reconcile.
    */
   async #runOptions(
     options: FleetRunOptions,
     tenants: ReadonlyMap<string, Placed>,
     migrating = true,
-  ): Promise<FleetRunOptions & { readonly concurrency: number; readonly groupOf: (slug: string) => string }> {
+  ): Promise<FleetRunOptions & { readonly concurrency: number; readonly groupOf: (slug: string) => string; readonly interleaveGroups: boolean }> {
     const access = this.#access;
     const concurrency = options.concurrency ?? access.defaultConcurrency;
     if (migrating && access.nonTransactionalMigrations && Number.isInteger(concurrency) && concurrency * 2 > access.poolSize) {
@@ -396,7 +397,8 @@ export class FleetMigrator {
       const tenant = tenants.get(slug)!;
       return nodes?.get(tenant.schemaName) ?? tenant.server;
     };
-    return { ...options, concurrency, groupOf };
+    // In Citus mode every node's tenants go through the coordinator's one pool: concurrency bounds the run, the nodes taken in turn.
+    return { ...options, concurrency, groupOf, interleaveGroups: nodes !== undefined };
   }
 }
 

@@ -128,7 +128,7 @@ export interface FleetPlan {
 export async function runFleet(
   plan: FleetPlan,
   work: (slug: string) => Promise<FleetTenantResult>,
-  options: FleetRunOptions & { readonly concurrency: number; readonly groupOf?: (slug: string) => string },
+  options: FleetRunOptions & { readonly concurrency: number; readonly groupOf?: (slug: string) => string; readonly interleaveGroups?: boolean },
 ): Promise<FleetReport> {
   const started = plan.started ?? performance.now();
   const settled = plan.settled ?? new Map<string, FleetTenantResult>();
@@ -157,6 +157,14 @@ export interface WaveRunOptions<R> {
    * one group.
    */
   readonly groupOf?: (slug: string) => string;
+  /**
+   * With `groupOf`: `concurrency` bounds the whole run, and the groups'
+   * slugs are taken in turn (one of each group, then the next of each), so
+   * the groups work side by side within that bound. For groups that share
+   * one pool: the nodes of a Citus cluster, all reached through the
+   * coordinator's.
+   */
+  readonly interleaveGroups?: boolean;
 }
 
 /**
@@ -191,7 +199,8 @@ export async function runInWaves<R extends { readonly status: string }>(
         }
       }
     };
-    const queues = groupsOf(wave, options.groupOf).map((slugsOfGroup) => ({ slugs: slugsOfGroup, next: 0 }));
+    const groups = groupsOf(wave, options.groupOf);
+    const queues = (options.interleaveGroups === true ? [interleaved(groups)] : groups).map((slugsOfGroup) => ({ slugs: slugsOfGroup, next: 0 }));
     await Promise.all(queues.flatMap((queue) => Array.from({ length: Math.min(options.concurrency, queue.slugs.length) }, () => worker(queue))));
     if (waveFailed && (options.waves?.length ?? 0) > 0) stop = true;
   }
@@ -209,6 +218,14 @@ function groupsOf(slugs: readonly string[], groupOf: ((slug: string) => string) 
     group.push(slug);
   }
   return [...groups.values()];
+}
+
+/** The first slug of each group, then the second of each, and so on. */
+function interleaved(groups: readonly (readonly string[])[]): string[] {
+  const result: string[] = [];
+  const longest = Math.max(0, ...groups.map((group) => group.length));
+  for (let i = 0; i < longest; i += 1) for (const group of groups) if (i < group.length) result.push(group[i]!);
+  return result;
 }
 
 /** The error message of a tenant `runInWaves` did not start. */

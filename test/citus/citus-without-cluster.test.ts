@@ -13,6 +13,7 @@ import { sharedTablesInReferenceOrder } from '../../src/citus/reference-tables';
 import { transferModeOf } from '../../src/citus/schema-move';
 import { shardNameRenamer } from '../../src/citus/shard-names';
 import { parseNodeName } from '../../src/citus/tenant-nodes';
+import { runInWaves } from '../../src/migration/fleet-run';
 import { Client, Plan, Project } from '../../entities';
 import { sharedMigrations, tenantMigrations } from '../../migrations';
 import { databaseUrl, openManager } from '../support/fixtures';
@@ -52,16 +53,17 @@ describe('Citus mode: the decision at initialize()', () => {
   });
 });
 
+// citus: false, so that these hold on a Citus test database too (a manager not in Citus mode).
 describe('Citus mode: what needs a cluster, asked of a manager without one', () => {
   it('moveTenant(slug, { node }) and rebalanceTenants() say they need Citus mode; { server, node } together is refused', async () => {
-    const manager = await openManager();
+    const manager = await openManager({ citus: false });
     await expect(manager.moveTenant('acme', { node: '10.0.0.6:5432' })).to.be.rejectedWith(InvalidArgumentError, /not in Citus mode.*Between servers: moveTenant\(slug, \{ server \}\)/);
     await expect(manager.moveTenant('acme', { node: '10.0.0.6:5432', server: 'default' } as never)).to.be.rejectedWith(InvalidArgumentError, /not both/);
     await expect(manager.rebalanceTenants()).to.be.rejectedWith(InvalidArgumentError, /rebalancer of a Citus cluster, and this manager is not in Citus mode/);
   });
 
   it("getTenant() and listTenants() carry no node outside Citus mode", async () => {
-    const manager = await openManager();
+    const manager = await openManager({ citus: false });
     const record = await manager.createTenant(`nonode-${Date.now().toString(36)}`);
     expect((await manager.getTenant(record.slug))!).to.not.have.property('node');
     expect((await manager.listTenants()).find((t) => t.slug === record.slug)).to.not.have.property('node');
@@ -168,6 +170,32 @@ describe('Citus mode: shard names in errors', () => {
         await rename.close();
       }
     });
+  });
+});
+
+describe('Citus mode: fleet scheduling over nodes that share one pool', () => {
+  it('interleaveGroups: concurrency bounds the whole run, and the groups are taken in turn (without it, concurrency bounds each group)', async () => {
+    const node = (slug: string): string => slug.slice(0, 1);
+    const slugs = ['a1', 'a2', 'a3', 'b1', 'b2', 'c1'];
+    const schedule = async (interleaveGroups: boolean): Promise<{ order: string[]; most: number }> => {
+      const order: string[] = [];
+      let inFlight = 0;
+      let most = 0;
+      await runInWaves(
+        slugs,
+        async (slug) => {
+          order.push(slug);
+          most = Math.max(most, (inFlight += 1));
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          inFlight -= 1;
+          return { status: 'done' };
+        },
+        { concurrency: 2, groupOf: node, interleaveGroups },
+      );
+      return { order, most };
+    };
+    expect(await schedule(true)).to.deep.equal({ order: ['a1', 'b1', 'c1', 'a2', 'b2', 'a3'], most: 2 });
+    expect((await schedule(false)).most, 'two per group, three groups').to.equal(5);
   });
 });
 
