@@ -8,11 +8,11 @@ const NAMING_FIELDS = ['message', 'detail', 'constraint', 'table', 'hint', 'wher
 
 /** What a shard id's table is called, with its constraints' and indexes' names: the names Citus suffixes with the shard id. */
 const SHARD_NAMES_SQL = `
-  SELECT s.shardid::text AS id, c.relname AS name FROM pg_dist_shard s JOIN pg_class c ON c.oid = s.logicalrelid WHERE s.shardid = ANY($1::bigint[])
+  SELECT s.shardid::text AS id, c.relname AS name, 'table' AS kind FROM pg_dist_shard s JOIN pg_class c ON c.oid = s.logicalrelid WHERE s.shardid = ANY($1::bigint[])
   UNION ALL
-  SELECT s.shardid::text, k.conname FROM pg_dist_shard s JOIN pg_constraint k ON k.conrelid = s.logicalrelid WHERE s.shardid = ANY($1::bigint[])
+  SELECT s.shardid::text, k.conname, 'constraint' FROM pg_dist_shard s JOIN pg_constraint k ON k.conrelid = s.logicalrelid WHERE s.shardid = ANY($1::bigint[])
   UNION ALL
-  SELECT s.shardid::text, x.relname FROM pg_dist_shard s JOIN pg_index i ON i.indrelid = s.logicalrelid JOIN pg_class x ON x.oid = i.indexrelid
+  SELECT s.shardid::text, x.relname, 'index' FROM pg_dist_shard s JOIN pg_index i ON i.indrelid = s.logicalrelid JOIN pg_class x ON x.oid = i.indexrelid
    WHERE s.shardid = ANY($1::bigint[])`;
 
 /** Renames the shards an error names; `close()` ends its connection. */
@@ -27,9 +27,11 @@ export interface ShardNameRenamer {
  * "email_lower_102016"`): returns the function that renames them, in place,
  * to the tenant's tables and constraints (`"client"`, `"email_lower"`).
  * `name_<n>` is renamed only when `pg_dist_shard` has shard `n` and `name`
- * is its table's name or one of its constraints' or indexes' (a value
- * quoted in the error, such as `Key (code)=(batch_102016)`, or a table
- * really called `order_2024`, keeps its text). The lookup runs on a
+ * is its table's name, one of its constraints' or indexes', or begins with
+ * its table's name and `_` as the names PostgreSQL derives do (an index
+ * whose creation failed is in no catalog); a value quoted in the error,
+ * such as `Key (code)=(batch_102016)`, or a table really called
+ * `order_2024`, keeps its text. The lookup runs on a
  * connection of its own (one, opened on the first error and closed after a
  * second idle), never on the pool the failed statement holds a connection
  * of: a pool of one would otherwise wait for itself. The error keeps its
@@ -52,11 +54,13 @@ export function shardNameRenamer(config: PoolConfig): ShardNameRenamer {
     }
     if (ids.size === 0) return;
     let names: Map<string, Set<string>>;
+    const tables = new Map<string, string>();
     try {
       lookups ??= openLookups(config);
-      const { rows } = await lookups.query<{ id: string; name: string }>(SHARD_NAMES_SQL, [[...ids]]);
+      const { rows } = await lookups.query<{ id: string; name: string; kind: string }>(SHARD_NAMES_SQL, [[...ids]]);
       names = new Map();
       for (const row of rows) {
+        if (row.kind === 'table') tables.set(row.id, row.name);
         const known = names.get(row.id) ?? new Set<string>();
         known.add(row.name);
         names.set(row.id, known);
@@ -65,8 +69,15 @@ export function shardNameRenamer(config: PoolConfig): ShardNameRenamer {
       return; // the error as it came is still the one to report
     }
     if (names.size === 0) return;
-    const renamed = (text: string): string =>
-      text.replace(SUFFIXED_NAME, (whole, name: string, id: string) => (names.get(id)?.has(name) === true ? name : whole));
+    // A name of the shard's table, or one PostgreSQL derives from it (`client_name_key`: an index whose creation failed is in no catalog).
+    const isShards = (name: string, id: string): boolean => {
+      const known = names.get(id);
+      if (known === undefined) return false;
+      if (known.has(name)) return true;
+      const table = tables.get(id);
+      return table !== undefined && name.startsWith(`${table}_`);
+    };
+    const renamed = (text: string): string => text.replace(SUFFIXED_NAME, (whole, name: string, id: string) => (isShards(name, id) ? name : whole));
     for (const target of targets) {
       const before = target.message;
       for (const field of NAMING_FIELDS) {

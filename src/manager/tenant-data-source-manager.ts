@@ -1722,13 +1722,30 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
   }
 
   /** `checkEntities`: every tenant entity has a table at the head of the tenant migrations. */
+  /** Whether the tenant migrations run in a throwaway schema on the coordinator (not distributed; rolled back). */
+  async #tenantMigrationsRunLocally(): Promise<boolean> {
+    const throwaway = `${LIBRARY_SCHEMA_PREFIX}check_${randomBytes(6).toString('hex')}`;
+    const dataSource = await this.#home!.buildDataSource(throwaway);
+    try {
+      await missingTenantTables(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway), 'local');
+      return true;
+    } catch {
+      return false; // what it failed on is the distributed run's error, which the caller reports
+    } finally {
+      await dataSource.destroy();
+    }
+  }
+
   /**
    * Runs every tenant migration in a throwaway schema (rolled back): with
    * `checkEntities`, refuses tenant entities left without a table; in Citus
    * mode (where the run happens in a distributed schema, as a signup's
    * would), refuses what Citus does not accept there (a foreign key to a
-   * table that is not a reference table, to another schema, table
-   * inheritance...) before a signup meets it.
+   * table that is not a reference table, a trigger, table inheritance...)
+   * before a signup meets it: a failure there that a second run on the
+   * coordinator, not distributed, does not meet. A migration that fails
+   * either way is a warning (as on one server, createTenant and the fleet
+   * report it), and a node out of reach skips the check with a warning.
    */
   async #checkTenantMigrations(checkEntities: boolean): Promise<void> {
     const throwaway = `${LIBRARY_SCHEMA_PREFIX}check_${randomBytes(6).toString('hex')}`;
@@ -1739,6 +1756,15 @@ export class TenantDataSourceManager implements ContextOwner, AsyncDisposable {
       missing = await missingTenantTables(dataSource, throwaway, this.#searchPaths.tenantMigration(throwaway), citus);
     } catch (error) {
       if (!citus) throw error;
+      if (!reachesNoNode(error) && !(await this.#tenantMigrationsRunLocally())) {
+        // They fail outside a distributed schema too: not Citus's refusal, and, as on one server, each createTenant and fleet run says so.
+        this.#log({
+          level: 'warn',
+          kind: 'configuration',
+          message: `The tenant migrations fail in a throwaway schema (rolled back), distributed or not: ${messageWithCauses(error)}. createTenant and migrateTenants will fail until the migration is fixed.`,
+        });
+        return;
+      }
       if (reachesNoNode(error)) {
         // A worker down must not keep a process from starting: the check is for the code, and the next start makes it.
         this.#log({

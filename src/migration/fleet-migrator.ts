@@ -110,7 +110,7 @@ export class FleetMigrator {
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
       (slug) => this.#observed('migrate', slug, byslug.get(slug)!.schemaName, () => this.#migrateOne(byslug.get(slug)!)),
-      await this.#runOptions(options, byslug),
+      await this.#runOptions(options, byslug, true, settled),
     );
   }
 
@@ -126,7 +126,7 @@ export class FleetMigrator {
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
       (slug) => this.#observed('revert', slug, byslug.get(slug)!.schemaName, () => this.#revertOne(byslug.get(slug)!)),
-      await this.#runOptions(options, byslug),
+      await this.#runOptions(options, byslug, true, settled),
     );
   }
 
@@ -198,7 +198,7 @@ export class FleetMigrator {
     return runFleet(
       { slugs: scope.map((t) => t.slug), settled, started },
       (slug) => this.#inTenantSchema(byslug.get(slug)!, 'up-to-date', async () => ({ applied: [] })),
-      await this.#runOptions(options, byslug, false),
+      await this.#runOptions(options, byslug, false, settled),
     );
   }
 
@@ -382,6 +382,7 @@ export class FleetMigrator {
     options: FleetRunOptions,
     tenants: ReadonlyMap<string, Placed>,
     migrating = true,
+    settled?: ReadonlyMap<string, unknown>,
   ): Promise<FleetRunOptions & { readonly concurrency: number; readonly groupOf: (slug: string) => string; readonly interleaveGroups: boolean }> {
     const access = this.#access;
     const concurrency = options.concurrency ?? access.defaultConcurrency;
@@ -392,7 +393,9 @@ export class FleetMigrator {
           (access.poolSize >= 2 ? `Use a concurrency of at most ${Math.floor(access.poolSize / 2)}, or a poolSize of at least ${concurrency * 2}.` : `Use a poolSize of at least ${concurrency * 2}.`),
       );
     }
-    const nodes = access.nodesOf === undefined ? undefined : await access.nodesOf([...tenants.values()].map((t) => t.schemaName));
+    // Only the tenants that will run are looked up: a no-op run stays one query.
+    const running = [...tenants.values()].filter((t) => settled?.has(t.slug) !== true);
+    const nodes = access.nodesOf === undefined || running.length === 0 ? undefined : await access.nodesOf(running.map((t) => t.schemaName));
     const groupOf = (slug: string): string => {
       const tenant = tenants.get(slug)!;
       return nodes?.get(tenant.schemaName) ?? tenant.server;

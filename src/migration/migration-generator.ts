@@ -1,7 +1,16 @@
 import type { DataSource, QueryRunner } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { MigrationGenerationError } from '../errors';
+import { withoutSchemaSharding } from '../citus/citus-mode';
 import { createTenantSchema, distributeTenantSchema } from '../citus/distributed-schema';
+
+/**
+ * Where the throwaway schema is made: `false` as on any server; on a Citus
+ * cluster `true` a distributed schema (as a tenant's would be), `'local'` a
+ * schema on the coordinator (schema sharding off), to tell Citus's refusals
+ * from a migration that fails anywhere.
+ */
+export type ThrowawayPlacement = boolean | 'local';
 import { quoteIdent } from '../naming/quote-ident';
 import { TENANT_SCHEMA_PARAMETER, type MigrationStatement } from './migration-source';
 import { applyPendingMigrations } from './schema-migrator';
@@ -26,7 +35,7 @@ export interface SchemaChanges {
  * transaction, and see nothing). Shared entities, present on the DataSource
  * for relations, are not synchronized.
  */
-export async function tenantSchemaChanges(dataSource: DataSource, throwawaySchema: string, searchPath: readonly string[], citus = false): Promise<SchemaChanges> {
+export async function tenantSchemaChanges(dataSource: DataSource, throwawaySchema: string, searchPath: readonly string[], citus: ThrowawayPlacement = false): Promise<SchemaChanges> {
   return atMigrationHead(dataSource, throwawaySchema, searchPath, citus, async (runner) => {
     // Only the tenant side is diffed: shared entities and the junction and
     // closure tables they own live in the shared schema.
@@ -56,7 +65,7 @@ export async function missingTenantTables(
   dataSource: DataSource,
   throwawaySchema: string,
   searchPath: readonly string[],
-  citus = false,
+  citus: ThrowawayPlacement = false,
 ): Promise<MissingTenantTable[]> {
   return atMigrationHead(dataSource, throwawaySchema, searchPath, citus, async (runner) => {
     const rows = (await runner.query(
@@ -80,16 +89,17 @@ async function atMigrationHead<T>(
   dataSource: DataSource,
   throwawaySchema: string,
   searchPath: readonly string[],
-  citus: boolean,
+  citus: ThrowawayPlacement,
   work: (runner: QueryRunner) => Promise<T>,
 ): Promise<T> {
   const runner = dataSource.createQueryRunner();
   try {
     await runner.startTransaction();
     try {
-      await createTenantSchema(runner, throwawaySchema, citus);
+      if (citus === 'local') await withoutSchemaSharding(runner);
+      await createTenantSchema(runner, throwawaySchema, citus === true);
       await applyPendingMigrations(dataSource, runner, searchPath, { freshSchema: true });
-      await distributeTenantSchema(runner, throwawaySchema, citus);
+      await distributeTenantSchema(runner, throwawaySchema, citus === true);
       return await work(runner);
     } finally {
       if (runner.isTransactionActive) await runner.rollbackTransaction();

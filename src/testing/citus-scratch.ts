@@ -36,49 +36,49 @@ export async function citusClusterOf(admin: Client, serverUrl: string): Promise<
  * On failure, the caller drops what was made with `dropOnWorkers`.
  */
 export async function prepareCitusDatabase(serverUrl: string, cluster: CitusCluster, name: string): Promise<void> {
-  for (const worker of cluster.workers) await onNode(serverUrl, worker, undefined, `CREATE DATABASE ${quoteIdent(name)}`);
-  for (const worker of cluster.workers) await onNode(serverUrl, worker, name, 'CREATE EXTENSION IF NOT EXISTS citus');
-  const coordinatorUrl = new URL(serverUrl);
-  coordinatorUrl.pathname = `/${name}`;
-  const client = new Client({ connectionString: coordinatorUrl.toString(), application_name: 'typeorm-tenants-testing' });
-  await client.connect();
-  try {
-    await client.query('CREATE EXTENSION IF NOT EXISTS citus');
-    await client.query('SELECT citus_set_coordinator_host($1, $2)', [cluster.coordinator.host, cluster.coordinator.port]);
-    for (const worker of cluster.workers) await client.query('SELECT citus_add_node($1, $2)', [worker.host, worker.port]);
-  } finally {
-    await client.end();
-  }
+  for (const worker of cluster.workers) await onNode(serverUrl, worker, undefined, [`CREATE DATABASE ${quoteIdent(name)}`]);
+  for (const worker of cluster.workers) await onNode(serverUrl, worker, name, ['CREATE EXTENSION IF NOT EXISTS citus']);
+  await onNode(serverUrl, undefined, name, [
+    'CREATE EXTENSION IF NOT EXISTS citus',
+    { sql: 'SELECT citus_set_coordinator_host($1, $2)', parameters: [cluster.coordinator.host, cluster.coordinator.port] },
+    ...cluster.workers.map((worker) => ({ sql: 'SELECT citus_add_node($1, $2)', parameters: [worker.host, worker.port] })),
+  ]);
 }
 
 /** Has Citus remove what failed shard moves left in database `name` of the cluster (`citus_cleanup_orphaned_resources`). */
 export async function cleanUpCitusLeftovers(serverUrl: string, name: string): Promise<void> {
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  const client = new Client({ connectionString: url.toString(), application_name: 'typeorm-tenants-testing' });
-  await client.connect();
-  try {
-    await client.query('CALL citus_cleanup_orphaned_resources()');
-  } finally {
-    await client.end();
-  }
+  await onNode(serverUrl, undefined, name, ['CALL citus_cleanup_orphaned_resources()']);
 }
 
 /** Drops `name` on every worker of `cluster` (after the coordinator's copy is gone). */
 export async function dropOnWorkers(serverUrl: string, cluster: CitusCluster, name: string): Promise<void> {
-  for (const worker of cluster.workers) await onNode(serverUrl, worker, undefined, `DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
+  for (const worker of cluster.workers) await onNode(serverUrl, worker, undefined, [`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`]);
 }
 
-/** One statement on `node`, as the user of `serverUrl`, in `database` (default: the database `serverUrl` names). */
-async function onNode(serverUrl: string, node: ClusterNode, database: string | undefined, sql: string): Promise<void> {
+/**
+ * Statements, one after another, on `node` (default: the coordinator of
+ * `serverUrl`), as the user of `serverUrl`, in `database` (default: the
+ * database `serverUrl` names).
+ */
+async function onNode(
+  serverUrl: string,
+  node: ClusterNode | undefined,
+  database: string | undefined,
+  statements: ReadonlyArray<string | { readonly sql: string; readonly parameters: unknown[] }>,
+): Promise<void> {
   const url = new URL(serverUrl);
-  url.hostname = node.host;
-  url.port = String(node.port);
+  if (node !== undefined) {
+    url.hostname = node.host;
+    url.port = String(node.port);
+  }
   if (database !== undefined) url.pathname = `/${database}`;
   const client = new Client({ connectionString: url.toString(), application_name: 'typeorm-tenants-testing' });
   await client.connect();
   try {
-    await client.query(sql);
+    for (const statement of statements) {
+      if (typeof statement === 'string') await client.query(statement);
+      else await client.query(statement.sql, statement.parameters);
+    }
   } finally {
     await client.end();
   }

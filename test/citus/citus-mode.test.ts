@@ -8,7 +8,7 @@
  */
 import { expect } from 'chai';
 import type { QueryRunner } from 'typeorm';
-import { TenancyConfigurationError, tenantContext, type TenantDataSourceManager } from '../../src';
+import { TenancyConfigurationError, TenantProvisioningError, tenantContext, type TenantDataSourceManager } from '../../src';
 import { Column, Entity, PrimaryGeneratedColumn } from 'typeorm';
 import { Client } from '../../entities';
 import { sharedMigrations, tenantMigrations } from '../../migrations';
@@ -284,6 +284,19 @@ describeOnCitus('Citus mode (a real cluster)', function () {
     const rebalance = await run(['rebalance', '--json']);
     expect(rebalance.code, rebalance.stderr).to.equal(0);
     expect(JSON.parse(rebalance.stdout)).to.have.property('moved').that.is.an('array');
+  });
+
+  it('a tenant migration that fails anywhere (not Citus\'s refusal) does not keep the process from starting: a warning, and createTenant fails as on one server', async () => {
+    const broken = migration('CitusBrokenStep', undefined, async (runner: QueryRunner) => {
+      await runner.query('SELECT * FROM no_such_table_anywhere');
+    });
+    const warnings: string[] = [];
+    const starting = db.manager({ tenantMigrations: [...tenantMigrations, broken], logger: (entry) => (entry.level === 'warn' ? warnings.push(entry.message) : undefined) });
+    await starting.initialize();
+    expect(warnings.join('\n')).to.match(/The tenant migrations fail in a throwaway schema \(rolled back\), distributed or not: .*no_such_table_anywhere/);
+    await expect(starting.createTenant('cit-broken')).to.be.rejectedWith(TenantProvisioningError, /no_such_table_anywhere/);
+    const [row] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'cit_broken'`);
+    expect(row!.n, 'nothing kept').to.equal(0);
   });
 
   it("isolation: 'role' is refused at initialize() in Citus mode, saying why", async () => {

@@ -163,6 +163,9 @@ describe('Citus mode: shard names in errors', () => {
           message: 'duplicate key value violates unique constraint "plan_code_key"',
           detail: 'Key (code)=(batch_102016) already exists.',
         });
+        const failedIndex = new Error('could not create unique index "client_name_key_102016"');
+        await rename(failedIndex);
+        expect(failedIndex.message, "a name derived from the shard's table (in no catalog: its creation failed)").to.equal('could not create unique index "client_name_key"');
         const own = new Error('duplicate key value violates unique constraint "order_2024_pkey" of "order_2024"');
         await rename(own);
         expect(own.message, 'not shard ids: kept').to.equal('duplicate key value violates unique constraint "order_2024_pkey" of "order_2024"');

@@ -187,8 +187,14 @@ export async function holdSchemaRow(db: ServerDatabase, schema: string): Promise
 
 /** Whether a backend of the server's database is polling for a library advisory lock (a move waiting there for `holdTenantLock`). */
 export async function pollingForLock(db: ServerDatabase): Promise<boolean> {
-  const rows = await db.query(
-    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND xact_start IS NOT NULL AND query LIKE '%pg_try_advisory_xact_lock%' AND pid <> pg_backend_pid()",
-  );
-  return rows.length > 0;
+  // A waiting lock taker ends each failed try's transaction (its last statement is then ROLLBACK), and
+  // tries at most every 200 ms: only a try in flight shows, so look without pause for longer than that.
+  const until = Date.now() + 400;
+  do {
+    const rows = await db.query(
+      "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND xact_start IS NOT NULL AND query LIKE '%pg_try_advisory_xact_lock%' AND pid <> pg_backend_pid()",
+    );
+    if (rows.length > 0) return true;
+  } while (Date.now() < until);
+  return false;
 }
