@@ -190,11 +190,16 @@ export async function rebalanceTenants(
   }
   if (job === undefined) return { job: undefined, moved: [], ms: performance.now() - started };
   for (;;) {
-    const [status] = (await shared.query(`SELECT state::text AS state, details FROM citus_rebalance_status() WHERE job_id = $1::bigint`, [job])) as Array<{
+    // The job's state from Citus's job table (citus_rebalance_status() shows only the newest rebalance); its task counts from the view while it shows it.
+    const [status] = (await shared.query(
+      `SELECT j.state::text AS state, s.details FROM pg_dist_background_job j
+         LEFT JOIN citus_rebalance_status() s ON s.job_id = j.job_id WHERE j.job_id = $1::bigint`,
+      [job],
+    )) as Array<{
       state: string;
       details: { task_state_counts?: Record<string, number>; tasks?: Array<{ message?: string }> } | null;
     }>;
-    const state = status?.state ?? 'finished'; // a finished job may leave the status view
+    const state = status?.state ?? 'finished'; // a job Citus no longer keeps has ended
     options.onProgress?.({ job, state, tasks: Object.freeze({ ...(status?.details?.task_state_counts ?? {}) }) });
     if (state === 'finished') break;
     if (state === 'cancelled' || state === 'failed' || state === 'failing' || state === 'cancelling') {

@@ -190,6 +190,7 @@ describeOnCitus('Citus mode (a real cluster)', function () {
   });
 
   it('rebalanceTenants(): with every tenant on one node, the rebalancer spreads them, reporting progress and who moved', async () => {
+    for (const slug of ['cit-rb1', 'cit-rb2', 'cit-rb3', 'cit-rb4']) await manager.createTenant(slug);
     const nodes = await db.workers();
     for (const tenant of await manager.listTenants()) {
       if (tenant.node !== undefined && tenant.node !== nodes[0]) await manager.moveTenant(tenant.slug, { node: nodes[0]!, transfer: 'block-writes' });
